@@ -1,0 +1,59 @@
+"""The public render functions: compose the five stages on a chosen backend.
+
+``render(scene, camera)`` renders one view; ``render_batch`` renders many views of one
+scene, activating (and on a GPU, uploading) it once. Backends: ``numpy`` (the reference),
+``cpu`` (numba), ``gpu`` (CuPy), ``auto`` (the GPU when CuPy sees a device, else ``cpu``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from . import backends
+from .camera import Camera
+from .scene import Scene
+
+
+@dataclass
+class Image:
+    rgb: np.ndarray    # (H, W, 3) float32 in [0, 1], background composited
+    alpha: np.ndarray  # (H, W) float32, 1 - final transmittance
+
+
+class Prepared:
+    """A scene activated (and uploaded) once for one backend."""
+
+    def __init__(self, scene: Scene, backend: str = "auto"):
+        self.backend = backends.get(backend)
+        self.gaussians = self.backend.upload(scene)
+        self.n = len(scene)
+
+    def render(self, camera: Camera, background=(0.0, 0.0, 0.0)) -> Image:
+        be, g = self.backend, self.gaussians
+        proj = be.project(g, camera)
+        colors = be.sh_colors(g, camera)
+        bins = be.bin_tiles(proj, camera)
+        rgb, alpha = be.blend(proj, colors, g.opacities, bins, camera, _background(background))
+        return Image(*be.download(rgb, alpha))
+
+
+def _background(bg) -> tuple[float, float, float]:
+    vals = tuple(float(v) for v in bg)
+    if len(vals) != 3 or not all(np.isfinite(vals)):
+        raise ValueError(f"background must be three finite numbers, got {bg!r}")
+    return vals
+
+
+def render(scene: Scene, camera: Camera, background=(0.0, 0.0, 0.0), backend: str = "auto") -> Image:
+    """Render one view of ``scene``: float32 RGB (H, W, 3) and alpha (H, W)."""
+    return Prepared(scene, backend).render(camera, background)
+
+
+def render_batch(scene: Scene, cameras: Iterable[Camera], background=(0.0, 0.0, 0.0),
+                 backend: str = "auto") -> Iterator[Image]:
+    """Render several views of one scene without re-activating or re-uploading it."""
+    prepared = Prepared(scene, backend)
+    for cam in cameras:
+        yield prepared.render(cam, background)
