@@ -1,0 +1,294 @@
+"""The numba CPU backend: the stages of :mod:`rasterizer.stages` as parallel compiled loops.
+
+Same stage names, arguments and results as the NumPy reference; the kernels are written
+per Gaussian / per tile / per pixel in float32, in the order of operations of the
+reference (and of gsplat 1.4.0). ``project`` and ``sh_colors`` run in parallel over
+Gaussians, ``bin_tiles`` groups ids by tile with a counting pass and sorts each tile by
+depth in parallel, ``blend`` runs in parallel over tiles with an early exit per pixel.
+JIT results are cached on disk (``cache=True``), so only the first run on a machine pays.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .. import stages
+from ..camera import Camera
+from ..stages import Gaussians, Projection, TileBins
+
+f32 = np.float32
+_TILE = stages.TILE
+_NEAR, _FAR = f32(stages.NEAR), f32(stages.FAR)
+_EPS2D = f32(stages.EPS2D)
+_ALPHA_MIN, _ALPHA_MAX, _T_MIN = f32(stages.ALPHA_MIN), f32(stages.ALPHA_MAX), f32(stages.T_MIN)
+_C0 = f32(0.28209479177387814)
+_C1 = f32(0.4886025119029199)
+_C2 = np.array([1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792,
+                0.5462742152960396], np.float32)
+_C3 = np.array([-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154,
+                -0.4570457994644658, 1.445305721320277, -0.5900435899266435], np.float32)
+_ZERO, _HALF, _ONE, _TWO, _THREE, _FOUR = f32(0), f32(0.5), f32(1), f32(2), f32(3), f32(4)
+_LOG255 = f32(math.log(255.0))
+
+upload = stages.activate
+
+
+def download(rgb, alpha):
+    return rgb, alpha
+
+
+# --------------------------------------------------------------------------- project
+
+@njit(parallel=True, cache=True)
+def _project(means, quats, scales, R, tv, fx, fy, cx, cy, W, H, means2d, conics, depths, radii):
+    tan_fovx = _HALF * f32(W) / fx
+    tan_fovy = _HALF * f32(H) / fy
+    lim_x_pos = (f32(W) - cx) / fx + f32(0.3) * tan_fovx
+    lim_x_neg = cx / fx + f32(0.3) * tan_fovx
+    lim_y_pos = (f32(H) - cy) / fy + f32(0.3) * tan_fovy
+    lim_y_neg = cy / fy + f32(0.3) * tan_fovy
+    for i in prange(means.shape[0]):
+        radii[i] = 0
+        px, py, pz = means[i, 0], means[i, 1], means[i, 2]
+        x = R[0, 0] * px + R[0, 1] * py + R[0, 2] * pz + tv[0]
+        y = R[1, 0] * px + R[1, 1] * py + R[1, 2] * pz + tv[1]
+        z = R[2, 0] * px + R[2, 1] * py + R[2, 2] * pz + tv[2]
+        depths[i] = z
+        if not (z >= _NEAR and z <= _FAR):
+            continue
+        # Σ = (R S)(R S)ᵀ from the unit quaternion and scales
+        qw, qx, qy, qz = quats[i, 0], quats[i, 1], quats[i, 2], quats[i, 3]
+        sx, sy, sz = scales[i, 0], scales[i, 1], scales[i, 2]
+        m00 = (_ONE - _TWO * (qy * qy + qz * qz)) * sx
+        m01 = (_TWO * (qx * qy - qw * qz)) * sy
+        m02 = (_TWO * (qx * qz + qw * qy)) * sz
+        m10 = (_TWO * (qx * qy + qw * qz)) * sx
+        m11 = (_ONE - _TWO * (qx * qx + qz * qz)) * sy
+        m12 = (_TWO * (qy * qz - qw * qx)) * sz
+        m20 = (_TWO * (qx * qz - qw * qy)) * sx
+        m21 = (_TWO * (qy * qz + qw * qx)) * sy
+        m22 = (_ONE - _TWO * (qx * qx + qy * qy)) * sz
+        s00 = m00 * m00 + m01 * m01 + m02 * m02
+        s01 = m00 * m10 + m01 * m11 + m02 * m12
+        s02 = m00 * m20 + m01 * m21 + m02 * m22
+        s11 = m10 * m10 + m11 * m11 + m12 * m12
+        s12 = m10 * m20 + m11 * m21 + m12 * m22
+        s22 = m20 * m20 + m21 * m21 + m22 * m22
+        # camera-space covariance Rv Σ Rvᵀ (A = Rv Σ, then A Rvᵀ)
+        a00 = R[0, 0] * s00 + R[0, 1] * s01 + R[0, 2] * s02
+        a01 = R[0, 0] * s01 + R[0, 1] * s11 + R[0, 2] * s12
+        a02 = R[0, 0] * s02 + R[0, 1] * s12 + R[0, 2] * s22
+        a10 = R[1, 0] * s00 + R[1, 1] * s01 + R[1, 2] * s02
+        a11 = R[1, 0] * s01 + R[1, 1] * s11 + R[1, 2] * s12
+        a12 = R[1, 0] * s02 + R[1, 1] * s12 + R[1, 2] * s22
+        a20 = R[2, 0] * s00 + R[2, 1] * s01 + R[2, 2] * s02
+        a21 = R[2, 0] * s01 + R[2, 1] * s11 + R[2, 2] * s12
+        a22 = R[2, 0] * s02 + R[2, 1] * s12 + R[2, 2] * s22
+        c00 = a00 * R[0, 0] + a01 * R[0, 1] + a02 * R[0, 2]
+        c01 = a00 * R[1, 0] + a01 * R[1, 1] + a02 * R[1, 2]
+        c02 = a00 * R[2, 0] + a01 * R[2, 1] + a02 * R[2, 2]
+        c11 = a10 * R[1, 0] + a11 * R[1, 1] + a12 * R[1, 2]
+        c12 = a10 * R[2, 0] + a11 * R[2, 1] + a12 * R[2, 2]
+        c22 = a20 * R[2, 0] + a21 * R[2, 1] + a22 * R[2, 2]
+        # Jacobian at the position clamped to 1.3x the frustum
+        rz = _ONE / z
+        tx = z * min(lim_x_pos, max(-lim_x_neg, x * rz))
+        ty = z * min(lim_y_pos, max(-lim_y_neg, y * rz))
+        j00, j02 = fx * rz, -fx * tx * rz * rz
+        j11, j12 = fy * rz, -fy * ty * rz * rz
+        # Σ2D = J C Jᵀ with J = [[j00, 0, j02], [0, j11, j12]]
+        a = j00 * (j00 * c00 + j02 * c02) + j02 * (j00 * c02 + j02 * c22) + _EPS2D
+        b = j00 * (j11 * c01 + j12 * c02) + j02 * (j11 * c12 + j12 * c22)
+        c = j11 * (j11 * c11 + j12 * c12) + j12 * (j11 * c12 + j12 * c22) + _EPS2D
+        det = a * c - b * b
+        if not det > _ZERO:
+            continue
+        inv_det = _ONE / det
+        mid = _HALF * (a + c)
+        lam = mid + math.sqrt(max(f32(0.01), mid * mid - det))
+        radius = math.ceil(_THREE * math.sqrt(lam))
+        mx = fx * x * rz + cx
+        my = fy * y * rz + cy
+        if radius <= 0 or mx + radius <= 0 or mx - radius >= W or my + radius <= 0 or my - radius >= H:
+            continue
+        means2d[i, 0], means2d[i, 1] = mx, my
+        conics[i, 0], conics[i, 1], conics[i, 2] = c * inv_det, -b * inv_det, a * inv_det
+        radii[i] = np.int32(radius)
+
+
+def project(g: Gaussians, camera: Camera) -> Projection:
+    n = len(g)
+    out = Projection(np.zeros((n, 2), f32), np.zeros((n, 3), f32), np.zeros(n, f32), np.zeros(n, np.int32))
+    R = np.ascontiguousarray(camera.world_to_camera[:3, :3], f32)
+    tv = np.ascontiguousarray(camera.world_to_camera[:3, 3], f32)
+    _project(g.means, g.quats, g.scales, R, tv, f32(camera.fx), f32(camera.fy), f32(camera.cx),
+             f32(camera.cy), camera.width, camera.height, out.means2d, out.conics, out.depths, out.radii)
+    return out
+
+
+# --------------------------------------------------------------------------- colour
+
+@njit(parallel=True, cache=True)
+def _sh_colors(means, sh, degree, cam, out):
+    for i in prange(means.shape[0]):
+        x = means[i, 0] - cam[0]
+        y = means[i, 1] - cam[1]
+        z = means[i, 2] - cam[2]
+        norm = math.sqrt(x * x + y * y + z * z)
+        if norm > _ZERO:
+            x, y, z = x / norm, y / norm, z / norm
+        for ch in range(3):
+            v = _C0 * sh[i, 0, ch]
+            if degree >= 1:
+                v += -_C1 * y * sh[i, 1, ch] + _C1 * z * sh[i, 2, ch] - _C1 * x * sh[i, 3, ch]
+            if degree >= 2:
+                xx, yy, zz = x * x, y * y, z * z
+                v += (_C2[0] * (x * y) * sh[i, 4, ch] + _C2[1] * (y * z) * sh[i, 5, ch]
+                      + _C2[2] * (_TWO * zz - xx - yy) * sh[i, 6, ch] + _C2[3] * (x * z) * sh[i, 7, ch]
+                      + _C2[4] * (xx - yy) * sh[i, 8, ch])
+                if degree >= 3:
+                    v += (_C3[0] * y * (_THREE * xx - yy) * sh[i, 9, ch]
+                          + _C3[1] * (x * y) * z * sh[i, 10, ch]
+                          + _C3[2] * y * (_FOUR * zz - xx - yy) * sh[i, 11, ch]
+                          + _C3[3] * z * (_TWO * zz - _THREE * xx - _THREE * yy) * sh[i, 12, ch]
+                          + _C3[4] * x * (_FOUR * zz - xx - yy) * sh[i, 13, ch]
+                          + _C3[5] * z * (xx - yy) * sh[i, 14, ch]
+                          + _C3[6] * x * (xx - _THREE * yy) * sh[i, 15, ch])
+            out[i, ch] = max(v + _HALF, _ZERO)
+
+
+def sh_colors(g: Gaussians, camera: Camera) -> np.ndarray:
+    out = np.empty((len(g), 3), f32)
+    _sh_colors(g.means, g.sh, g.sh_degree, camera.center.astype(f32), out)
+    return out
+
+
+# --------------------------------------------------------------------------- bin
+
+@njit(parallel=True, cache=True)
+def _tile_rects(means2d, radii, tiles_x, tiles_y, rects, counts):
+    for i in prange(radii.shape[0]):
+        counts[i] = 0
+        if radii[i] <= 0:
+            continue
+        r = f32(radii[i]) / f32(_TILE)
+        tx, ty = means2d[i, 0] / f32(_TILE), means2d[i, 1] / f32(_TILE)
+        x0 = min(max(0, math.floor(tx - r)), tiles_x)
+        x1 = min(max(0, math.ceil(tx + r)), tiles_x)
+        y0 = min(max(0, math.floor(ty - r)), tiles_y)
+        y1 = min(max(0, math.ceil(ty + r)), tiles_y)
+        rects[i, 0], rects[i, 1], rects[i, 2], rects[i, 3] = x0, x1, y0, y1
+        counts[i] = (x1 - x0) * (y1 - y0)
+
+
+@njit(cache=True)
+def _group_by_tile(rects, counts, n_tiles, tiles_x):
+    """Counting sort of (Gaussian, tile) pairs by tile; within a tile, Gaussian index order."""
+    per_tile = np.zeros(n_tiles + 1, np.int64)
+    for i in range(rects.shape[0]):
+        if counts[i] == 0:
+            continue
+        for ty in range(rects[i, 2], rects[i, 3]):
+            for tx in range(rects[i, 0], rects[i, 1]):
+                per_tile[ty * tiles_x + tx + 1] += 1
+    offsets = np.cumsum(per_tile)
+    fill = offsets[:-1].copy()
+    ids = np.empty(offsets[-1], np.int32)
+    for i in range(rects.shape[0]):
+        if counts[i] == 0:
+            continue
+        for ty in range(rects[i, 2], rects[i, 3]):
+            for tx in range(rects[i, 0], rects[i, 1]):
+                t = ty * tiles_x + tx
+                ids[fill[t]] = i
+                fill[t] += 1
+    return ids, offsets
+
+
+@njit(parallel=True, cache=True)
+def _sort_tiles_by_depth(ids, offsets, depths):
+    """Stable depth sort inside each tile (equal depths keep index order)."""
+    for t in prange(offsets.shape[0] - 1):
+        s, e = offsets[t], offsets[t + 1]
+        if e - s > 1:
+            seg = ids[s:e].copy()
+            order = np.argsort(depths[seg], kind="mergesort")
+            for k in range(e - s):
+                ids[s + k] = seg[order[k]]
+
+
+def bin_tiles(p: Projection, camera: Camera) -> TileBins:
+    tiles_x, tiles_y = stages.tile_grid(camera)
+    n = p.radii.shape[0]
+    rects = np.zeros((n, 4), np.int64)
+    counts = np.zeros(n, np.int64)
+    _tile_rects(p.means2d, p.radii, tiles_x, tiles_y, rects, counts)
+    ids, offsets = _group_by_tile(rects, counts, tiles_x * tiles_y, tiles_x)
+    _sort_tiles_by_depth(ids, offsets, p.depths)
+    return TileBins(tiles_x, tiles_y, ids, offsets)
+
+
+# --------------------------------------------------------------------------- blend
+
+@njit(parallel=True, cache=True)
+def _blend(means2d, conics, colors, opacities, ids, offsets, tiles_x, order, W, H, bg, rgb, T_out):
+    for oi in prange(order.shape[0]):
+        t = order[oi]
+        s, e = offsets[t], offsets[t + 1]
+        n = e - s
+        x0, y0 = (t % tiles_x) * _TILE, (t // tiles_x) * _TILE
+        x1, y1 = min(x0 + _TILE, W), min(y0 + _TILE, H)
+        # gather this tile's Gaussians contiguously (the CPU's "shared memory")
+        g = np.empty((n, 10), np.float32)
+        for k in range(n):
+            i = ids[s + k]
+            op = opacities[i]
+            g[k, 0], g[k, 1] = means2d[i, 0], means2d[i, 1]
+            g[k, 2], g[k, 3], g[k, 4] = conics[i, 0], conics[i, 1], conics[i, 2]
+            g[k, 5] = op
+            g[k, 6], g[k, 7], g[k, 8] = colors[i, 0], colors[i, 1], colors[i, 2]
+            # conservative cut: beyond it alpha < 1/255 for sure, so exp can be skipped
+            g[k, 9] = (math.log(op) + _LOG255 + f32(1e-3)) if op > _ZERO else f32(-1.0)
+        for py in range(y0, y1):
+            fy = f32(py) + _HALF
+            for px in range(x0, x1):
+                fx = f32(px) + _HALF
+                T = _ONE
+                cr, cg, cb = _ZERO, _ZERO, _ZERO
+                for k in range(n):
+                    dx = g[k, 0] - fx
+                    dy = g[k, 1] - fy
+                    sigma = _HALF * (g[k, 2] * dx * dx + g[k, 4] * dy * dy) + g[k, 3] * dx * dy
+                    if sigma < _ZERO or sigma > g[k, 9]:
+                        continue
+                    alpha = min(_ALPHA_MAX, g[k, 5] * math.exp(-sigma))
+                    if alpha < _ALPHA_MIN:
+                        continue
+                    next_T = T * (_ONE - alpha)
+                    if next_T <= _T_MIN:
+                        break
+                    w = alpha * T
+                    cr += g[k, 6] * w
+                    cg += g[k, 7] * w
+                    cb += g[k, 8] * w
+                    T = next_T
+                rgb[py, px, 0] = min(max(cr + T * bg[0], _ZERO), _ONE)
+                rgb[py, px, 1] = min(max(cg + T * bg[1], _ZERO), _ONE)
+                rgb[py, px, 2] = min(max(cb + T * bg[2], _ZERO), _ONE)
+                T_out[py, px] = T
+
+
+def blend(p: Projection, colors, opacities, bins: TileBins, camera: Camera, background):
+    W, H = camera.width, camera.height
+    bg = np.asarray(background, f32)
+    rgb = np.empty((H, W, 3), f32)
+    rgb[:] = np.clip(bg, 0, 1)
+    T = np.ones((H, W), f32)
+    busy = np.flatnonzero(np.diff(bins.offsets)).astype(np.int64)
+    # interleave tiles so that each thread's static share mixes dense and empty regions
+    order = busy[np.random.default_rng(0).permutation(busy.size)] if busy.size else busy
+    _blend(p.means2d, p.conics, colors, opacities, bins.gaussian_ids, bins.offsets, bins.tiles_x, order,
+           W, H, bg, rgb, T)
+    return rgb, (_ONE - T)
