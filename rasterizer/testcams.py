@@ -1,0 +1,32 @@
+"""A fixed set of test cameras for any scene, derived from its robust bounds.
+
+Used by the backend-agreement tests (CPU and GPU) and the benchmark, so that every backend
+is checked on the same hard cases: oblique and top views, a camera inside the scene, one far
+away, an image size that is not a multiple of 16, and one looking away from everything.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .camera import Camera
+from .preview import preview_cameras, robust_bounds
+from .scene import Scene
+
+
+def cameras_for(scene: Scene, size=(517, 389), up: str = "y") -> dict[str, Camera]:
+    w, h = size
+    b = robust_bounds(scene)
+    c, ext = b.center, float(np.max(b.extent))
+    views = preview_cameras(scene, up=up, size=size, bounds=b)
+    upv = np.eye(3)[1]
+    side = np.array([0.3, 0.1, 1.0])
+    return {
+        "oblique": views["angle"],
+        "top": views["top"],
+        # at the robust centre, looking sideways through the scene
+        "inside": Camera.look_at(c, c + side, upv, 70.0, w, h),
+        # 40 extents away: the whole scene is a few pixels wide
+        "far": Camera.look_at(c + 40.0 * ext * side / np.linalg.norm(side), c, upv, 40.0, w, h),
+        # outside the scene, looking away from it: a blank image, not an error
+        "away": Camera.look_at(c + 3.0 * ext * side, c + 4.0 * ext * side, upv, 50.0, w, h),
+    }

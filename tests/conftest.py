@@ -1,0 +1,44 @@
+"""Shared fixtures: the real scenes (skipped with a reason when absent) and image metrics."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCENE_FILES = ("loadersgl-train-1000.ply", "v3dg-donut-fused.ply", "aframe-gs-luma-seal.splat",
+               "playcanvas-playbot-lod0-500k.ply")
+
+
+def scenes_dir() -> Path | None:
+    d = Path(os.environ.get("SPLATTER_SCENES", REPO.parent / "shared" / "scenes"))
+    return d if d.is_dir() else None
+
+
+def scene_path(name: str) -> Path:
+    d = scenes_dir()
+    if d is None or not (d / name).is_file():
+        pytest.skip(f"real scene {name} not found (looked in {d or REPO.parent / 'shared' / 'scenes'}; "
+                    "set SPLATTER_SCENES)")
+    return d / name
+
+
+@pytest.fixture(scope="session")
+def demo():
+    from rasterizer.demo import demo_scene
+    return demo_scene()
+
+
+def psnr(a, b) -> float:
+    from rasterizer.imageio import psnr as _psnr
+    return _psnr(a, b)
+
+
+def assert_images_agree(a, b, min_psnr=50.0, what=""):
+    """PSNR ≥ ``min_psnr`` on 8-bit RGB and alpha within 1/255 (the contract's bar)."""
+    p = psnr(a.rgb, b.rgb)
+    da = float(np.abs(a.alpha - b.alpha).max())
+    assert p >= min_psnr, f"{what}: PSNR {p:.2f} dB < {min_psnr}"
+    assert da <= 1.0 / 255.0, f"{what}: alpha differs by {da:.5f} > 1/255"
