@@ -116,7 +116,8 @@ def preview_cameras(scene: Scene, up: str = "y", size=DEFAULT_SIZE, fov_y_deg: f
     ext = b.extent
     # top: the longer side of the footprint runs along the image width, pointing right
     # (for +Y up: +X to the right, -Z to the top, like a map)
-    right = a_ax if abs(ext @ a_ax) >= abs(ext @ b_ax) else b_ax
+    # (a near-square footprint keeps the map orientation)
+    right = b_ax if abs(ext @ b_ax) > 1.1 * abs(ext @ a_ax) else a_ax
     top = _frame(b, u, np.cross(u, right), fov_y_deg, w, h, margin)
     corner = (a_ax + b_ax) / math.sqrt(2.0)
     angle = _frame(b, corner + u, u, fov_y_deg, w, h, margin)        # 45° above the horizontal
