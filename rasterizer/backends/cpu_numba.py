@@ -3,8 +3,8 @@
 Same stage names, arguments and results as the NumPy reference; the kernels are written
 per Gaussian / per tile / per pixel in float32, in the order of operations of the
 reference (and of gsplat 1.4.0). ``project`` and ``sh_colors`` run in parallel over
-Gaussians, ``bin_tiles`` groups ids by tile with a counting pass and sorts each tile by
-depth in parallel, ``blend`` runs in parallel over tiles with an early exit per pixel.
+Gaussians, ``bin_tiles`` groups ids by tile with a counting pass and sorts the visible
+Gaussians by depth once, ``blend`` runs in parallel over tiles with an early exit per pixel.
 JIT results are cached on disk (``cache=True``), so only the first run on a machine pays.
 """
 from __future__ import annotations
@@ -183,40 +183,46 @@ def _tile_rects(means2d, radii, tiles_x, tiles_y, rects, counts):
         counts[i] = (x1 - x0) * (y1 - y0)
 
 
-@njit(cache=True)
-def _group_by_tile(rects, counts, n_tiles, tiles_x):
-    """Counting sort of (Gaussian, tile) pairs by tile; within a tile, Gaussian index order."""
-    per_tile = np.zeros(n_tiles + 1, np.int64)
-    for i in range(rects.shape[0]):
-        if counts[i] == 0:
-            continue
-        for ty in range(rects[i, 2], rects[i, 3]):
-            for tx in range(rects[i, 0], rects[i, 1]):
-                per_tile[ty * tiles_x + tx + 1] += 1
-    offsets = np.cumsum(per_tile)
-    fill = offsets[:-1].copy()
-    ids = np.empty(offsets[-1], np.int32)
-    for i in range(rects.shape[0]):
-        if counts[i] == 0:
-            continue
-        for ty in range(rects[i, 2], rects[i, 3]):
-            for tx in range(rects[i, 0], rects[i, 1]):
-                t = ty * tiles_x + tx
-                ids[fill[t]] = i
-                fill[t] += 1
-    return ids, offsets
-
-
 @njit(parallel=True, cache=True)
-def _sort_tiles_by_depth(ids, offsets, depths):
-    """Stable depth sort inside each tile (equal depths keep index order)."""
-    for t in prange(offsets.shape[0] - 1):
-        s, e = offsets[t], offsets[t + 1]
-        if e - s > 1:
-            seg = ids[s:e].copy()
-            order = np.argsort(depths[seg], kind="mergesort")
-            for k in range(e - s):
-                ids[s + k] = seg[order[k]]
+def _group_by_tile(order, rects, n_tiles, tiles_x, n_chunks):
+    """Counting sort of (Gaussian, tile) pairs by tile, keeping the order of ``order`` inside
+    each tile (Gaussians by depth, then index: the stable sort of the contract).
+
+    ``order`` is cut into ``n_chunks`` contiguous runs counted and scattered in parallel;
+    chunk c writes after chunks < c inside every tile, so the result does not depend on the
+    number of threads.
+    """
+    n = order.shape[0]
+    size = (n + n_chunks - 1) // n_chunks
+    hist = np.zeros((n_chunks, n_tiles), np.int64)
+    for c in prange(n_chunks):
+        for o in range(c * size, min(n, (c + 1) * size)):
+            i = order[o]
+            for ty in range(rects[i, 2], rects[i, 3]):
+                for tx in range(rects[i, 0], rects[i, 1]):
+                    hist[c, ty * tiles_x + tx] += 1
+    offsets = np.zeros(n_tiles + 1, np.int64)
+    for t in range(n_tiles):
+        total = 0
+        for c in range(n_chunks):
+            total += hist[c, t]
+        offsets[t + 1] = offsets[t] + total
+    for t in prange(n_tiles):  # hist becomes each chunk's write cursor in each tile
+        acc = offsets[t]
+        for c in range(n_chunks):
+            count = hist[c, t]
+            hist[c, t] = acc
+            acc += count
+    ids = np.empty(offsets[n_tiles], np.int32)
+    for c in prange(n_chunks):
+        for o in range(c * size, min(n, (c + 1) * size)):
+            i = order[o]
+            for ty in range(rects[i, 2], rects[i, 3]):
+                for tx in range(rects[i, 0], rects[i, 1]):
+                    t = ty * tiles_x + tx
+                    ids[hist[c, t]] = i
+                    hist[c, t] += 1
+    return ids, offsets
 
 
 def bin_tiles(p: Projection, camera: Camera) -> TileBins:
@@ -225,8 +231,10 @@ def bin_tiles(p: Projection, camera: Camera) -> TileBins:
     rects = np.zeros((n, 4), np.int64)
     counts = np.zeros(n, np.int64)
     _tile_rects(p.means2d, p.radii, tiles_x, tiles_y, rects, counts)
-    ids, offsets = _group_by_tile(rects, counts, tiles_x * tiles_y, tiles_x)
-    _sort_tiles_by_depth(ids, offsets, p.depths)
+    # one stable depth sort of the visible Gaussians replaces a sort per tile
+    visible = np.flatnonzero(counts > 0)
+    order = visible[np.argsort(p.depths[visible], kind="stable")]
+    ids, offsets = _group_by_tile(order, rects, tiles_x * tiles_y, tiles_x, 16)
     return TileBins(tiles_x, tiles_y, ids, offsets)
 
 
@@ -237,47 +245,90 @@ def _blend(means2d, conics, colors, opacities, ids, offsets, tiles_x, order, W, 
     for oi in prange(order.shape[0]):
         t = order[oi]
         s, e = offsets[t], offsets[t + 1]
-        n = e - s
         x0, y0 = (t % tiles_x) * _TILE, (t // tiles_x) * _TILE
         x1, y1 = min(x0 + _TILE, W), min(y0 + _TILE, H)
-        # gather this tile's Gaussians contiguously (the CPU's "shared memory")
-        g = np.empty((n, 10), np.float32)
-        for k in range(n):
-            i = ids[s + k]
+        # Gather this tile's Gaussians contiguously (the CPU's "shared memory"), with what is
+        # needed to visit, per pixel row, only the pixels where alpha can reach 1/255. Pixels
+        # outside would skip the Gaussian anyway, so the result is the plain loop's.
+        g = np.empty((e - s, 11), np.float32)
+        n = 0
+        for k in range(s, e):
+            i = ids[k]
             op = opacities[i]
-            g[k, 0], g[k, 1] = means2d[i, 0], means2d[i, 1]
-            g[k, 2], g[k, 3], g[k, 4] = conics[i, 0], conics[i, 1], conics[i, 2]
-            g[k, 5] = op
-            g[k, 6], g[k, 7], g[k, 8] = colors[i, 0], colors[i, 1], colors[i, 2]
-            # conservative cut: beyond it alpha < 1/255 for sure, so exp can be skipped
-            g[k, 9] = (math.log(op) + _LOG255 + f32(1e-3)) if op > _ZERO else f32(-1.0)
+            if op * _ALPHA_MAX < _ALPHA_MIN * f32(0.999):
+                continue                          # can never reach alpha 1/255
+            a, b, c = conics[i, 0], conics[i, 1], conics[i, 2]
+            # sigma beyond `cut` means alpha < 1/255 for sure (with a margin for rounding); the
+            # rows the ellipse sigma <= cut reaches are |dy| <= hy. A conic that is not positive
+            # definite in float32 (cut = -1) gets no culling at all.
+            cut = max(math.log(op) + _LOG255, _ZERO) * f32(1.001) + f32(1e-3)
+            det = a * c - b * b
+            hy = f32(3e38)
+            if a > _ZERO and det > _ZERO:
+                hy = math.sqrt(f32(2) * cut * a / det) * f32(1.001) + f32(1e-2)
+            else:
+                cut = f32(-1)
+            g[n, 0], g[n, 1], g[n, 2], g[n, 3], g[n, 4], g[n, 5] = means2d[i, 0], means2d[i, 1], a, b, c, op
+            g[n, 6], g[n, 7], g[n, 8] = colors[i, 0], colors[i, 1], colors[i, 2]
+            g[n, 9], g[n, 10] = cut, hy
+            n += 1
+        T = np.empty(_TILE, np.float32)
+        C = np.empty((_TILE, 3), np.float32)
+        live = np.empty(_TILE, np.bool_)
         for py in range(y0, y1):
             fy = f32(py) + _HALF
-            for px in range(x0, x1):
-                fx = f32(px) + _HALF
-                T = _ONE
-                cr, cg, cb = _ZERO, _ZERO, _ZERO
-                for k in range(n):
-                    dx = g[k, 0] - fx
-                    dy = g[k, 1] - fy
+            nx = x1 - x0
+            for j in range(nx):
+                T[j] = _ONE
+                C[j, 0], C[j, 1], C[j, 2] = _ZERO, _ZERO, _ZERO
+                live[j] = True
+            n_live = nx
+            # every pixel of the row walks the same front-to-back list; each keeps its own state
+            for k in range(n):
+                dy = g[k, 1] - fy
+                if abs(dy) > g[k, 10]:
+                    continue
+                jx0, jx1 = x0, x1
+                if g[k, 9] >= _ZERO:
+                    # the pixels of this row inside the ellipse sigma <= cut:
+                    # a dx^2 + 2 b dy dx + (c dy^2 - 2 cut) <= 0, solved for dx
+                    a, b = g[k, 2], g[k, 3]
+                    disc = b * b * dy * dy - a * (g[k, 4] * dy * dy - f32(2) * g[k, 9])
+                    if disc < _ZERO:
+                        continue
+                    half = math.sqrt(disc) / a * f32(1.001) + f32(1e-2)
+                    centre = g[k, 0] + b * dy / a          # pixel centre = mean - dx
+                    jx0 = max(x0, int(math.ceil(max(centre - half - _HALF, f32(-1e9)))))
+                    jx1 = min(x1, int(math.floor(min(centre + half - _HALF, f32(1e9)))) + 1)
+                for px in range(jx0, jx1):
+                    j = px - x0
+                    if not live[j]:
+                        continue
+                    dx = g[k, 0] - (f32(px) + _HALF)
                     sigma = _HALF * (g[k, 2] * dx * dx + g[k, 4] * dy * dy) + g[k, 3] * dx * dy
-                    if sigma < _ZERO or sigma > g[k, 9]:
+                    if sigma < _ZERO:
                         continue
                     alpha = min(_ALPHA_MAX, g[k, 5] * math.exp(-sigma))
                     if alpha < _ALPHA_MIN:
                         continue
-                    next_T = T * (_ONE - alpha)
+                    next_T = T[j] * (_ONE - alpha)
                     if next_T <= _T_MIN:
-                        break
-                    w = alpha * T
-                    cr += g[k, 6] * w
-                    cg += g[k, 7] * w
-                    cb += g[k, 8] * w
-                    T = next_T
-                rgb[py, px, 0] = min(max(cr + T * bg[0], _ZERO), _ONE)
-                rgb[py, px, 1] = min(max(cg + T * bg[1], _ZERO), _ONE)
-                rgb[py, px, 2] = min(max(cb + T * bg[2], _ZERO), _ONE)
-                T_out[py, px] = T
+                        live[j] = False
+                        n_live -= 1
+                        continue
+                    w = alpha * T[j]
+                    C[j, 0] += g[k, 6] * w
+                    C[j, 1] += g[k, 7] * w
+                    C[j, 2] += g[k, 8] * w
+                    T[j] = next_T
+                if n_live == 0:
+                    break
+            for j in range(nx):
+                px = x0 + j
+                rgb[py, px, 0] = min(max(C[j, 0] + T[j] * bg[0], _ZERO), _ONE)
+                rgb[py, px, 1] = min(max(C[j, 1] + T[j] * bg[1], _ZERO), _ONE)
+                rgb[py, px, 2] = min(max(C[j, 2] + T[j] * bg[2], _ZERO), _ONE)
+                T_out[py, px] = T[j]
 
 
 def blend(p: Projection, colors, opacities, bins: TileBins, camera: Camera, background):
