@@ -125,8 +125,9 @@ def test_million_gaussian_sh3_ply_loads_under_3x_its_size(tmp_path):
     src = load_scene(scene_path("loadersgl-train-1000.ply"))
     big = save_ply(tile_scene(src, 1_000_000), tmp_path / "big.ply")
     size = big.stat().st_size
-    code = ("import resource, sys; from rasterizer.scene import load_scene; s = load_scene(sys.argv[1]); "
-            "print(len(s), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
+    # VmHWM is this process's own peak (ru_maxrss would carry over the forking parent's peak)
+    code = ("import sys; from rasterizer.scene import load_scene; s = load_scene(sys.argv[1]); "
+            "hwm = open('/proc/self/status').read().split('VmHWM:')[1].split()[0]; print(len(s), int(hwm) * 1024)")
     out = subprocess.run([sys.executable, "-c", code, str(big)], capture_output=True, text=True, cwd=REPO,
                          check=True).stdout.split()
     n, peak = int(out[0]), int(out[1])
