@@ -15,6 +15,8 @@ arguments and are tested against these.
 """
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +24,7 @@ import numpy as np
 from .camera import Camera
 from .sh import sh_basis
 
+log = logging.getLogger(__name__)
 f32 = np.float32
 TILE = 16
 NEAR, FAR = 0.01, 1e10
@@ -208,7 +211,12 @@ def blend(p: Projection, colors: np.ndarray, opacities: np.ndarray, bins: TileBi
     bg = np.asarray(background, f32)
     rgb = np.zeros((H, W, 3), f32)
     T_img = np.ones((H, W), f32)
-    for tile in np.flatnonzero(np.diff(bins.offsets)):
+    busy = np.flatnonzero(np.diff(bins.offsets))
+    t_start = t_last = time.perf_counter()
+    for done, tile in enumerate(busy):
+        if time.perf_counter() - t_last > 2.0:                      # progress for slow renders
+            t_last = time.perf_counter()
+            log.info("numpy blend: %d/%d tiles (%.0f s)", done, busy.size, t_last - t_start)
         ty, tx = divmod(int(tile), bins.tiles_x)
         ys, xs = slice(ty * TILE, min(ty * TILE + TILE, H)), slice(tx * TILE, min(tx * TILE + TILE, W))
         py, px = np.mgrid[ys, xs].astype(f32) + f32(0.5)            # pixel centres
