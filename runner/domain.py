@@ -88,6 +88,7 @@ class DomainClient:
         self._token = token
         self.client_id = client_id
         self.retry = retry
+        self.timeout_s = timeout_s
         self._cancelled = cancelled or (lambda: False)
         self._stop = stop
         self.http = httpx.Client(timeout=httpx.Timeout(timeout_s), follow_redirects=False)
@@ -242,18 +243,46 @@ class DomainClient:
 
     def _upload_single(self, domain_id: str, name: str, data_type: str, path: Path,
                        existing_id: str | None) -> DomainDataMetadata:
+        """One-request upload, retried without ever creating a duplicate.
+
+        A POST whose answer was lost may still have taken effect, so every retry of a create first looks the
+        item up and, if it is there, replaces it by id (PUT is idempotent). After a read timeout the server
+        may even still be working on the request, so the lookup is repeated for up to one request timeout
+        before a new POST is risked.
+        """
+        last_error: BaseException | None = None
+
         def attempt(n: int) -> DomainDataMetadata:
+            nonlocal last_error
             eid = existing_id
             if eid is None and n > 1:
-                # The previous POST may have been processed before the connection died (or the 5xx was sent):
-                # look first, and replace by id instead of creating a duplicate.
-                found = self.find(domain_id, name, data_type)
+                settle = self.timeout_s if isinstance(last_error, httpx.ReadTimeout) else 0.0
+                found = self._lookup_settled(domain_id, name, data_type, settle)
                 if found is not None:
                     log.info("earlier create of %s took effect (id %s); replacing by id", name, found.id)
                     eid = found.id
-            return self.update(domain_id, eid, path) if eid else self.create(domain_id, name, data_type, path)
+            try:
+                if eid:
+                    return self.update(domain_id, eid, path)
+                return self.create(domain_id, name, data_type, path)
+            except Exception as exc:
+                last_error = exc
+                raise
 
         return self._retry(f"upload {name}", attempt)
+
+    def _lookup_settled(self, domain_id: str, name: str, data_type: str, settle_s: float) -> DomainDataMetadata | None:
+        """``find`` now, and keep polling until ``settle_s`` has passed while nothing shows up."""
+        deadline = time.monotonic() + settle_s
+        delay = 0.05
+        while True:
+            found = self.find(domain_id, name, data_type)
+            if found is not None or time.monotonic() >= deadline:
+                return found
+            if self._cancelled():
+                raise Interrupted("upload cancelled")
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 1.0)
 
     # ---------------------------------------------------------------- multipart upload
     def _multipart_url(self, domain_id: str, query: str) -> str:
