@@ -44,6 +44,7 @@ class Recorded:
     headers: dict[str, str]
     body: bytes
     t: float
+    status: int | None = None  # what the fake answered; None when it dropped the connection
 
     @property
     def target(self) -> str:
@@ -200,6 +201,11 @@ class FakePosemesh:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self) -> None:
+                super().setup()
+                # answer without Nagle delays: headers and body are separate writes
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def log_message(self, *a: object) -> None:
                 pass
 
@@ -229,6 +235,7 @@ class FakePosemesh:
                         fault = f
                         break
         if fault and fault.action == "status":
+            rec.status = fault.status
             self._answer(h, fault.status, {"error": "injected fault"})
             return
         if fault and fault.action == "drop_before":
@@ -246,6 +253,7 @@ class FakePosemesh:
         if fault and fault.action == "drop_after":
             self._drop(h)
             return
+        rec.status = status
         self._answer(h, status, payload, ctype)
 
     @staticmethod
@@ -388,6 +396,8 @@ class FakePosemesh:
             if kind == "fail" and self.reject_fail_details and body.get("details") is not None:
                 self.receipts.setdefault(task_id, []).append(("fail-rejected", body))
                 return 413, {"error": "details too large"}, j
+            if any(k in ("complete", "fail") for k, _ in self.receipts.get(task_id, [])):
+                return 409, {"error": "task already finished"}, j
             if len(body.get("reason", "").encode()) > 4096:
                 return 400, {"error": "reason too long"}, j
             self.receipts.setdefault(task_id, []).append((kind, body))
