@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = Config.from_env()
     except ConfigError as exc:
         return _config_error(str(exc))
+    if not cfg.run_py.is_file():
+        return _config_error(f"pipeline script {cfg.run_py} not found (set SPLATTER_RUN_PY)")
     setup_logging(cfg.log_level, cfg.log_format)
     from .node import Node  # imported late: eth_account is only needed by the node
 

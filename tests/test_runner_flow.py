@@ -401,10 +401,29 @@ def test_cancelled_lease_unknown_capability_and_incomplete_lease(fake, tmp_path)
         "stage": "build_ports", "error": "lease lacks domain_server_url or domain_id"}})]
 
 
-def test_domain_server_url_falls_back_to_task_meta(fake, tmp_path):
+def test_domain_url_from_task_meta_reregistration_and_stale_workspaces(fake, tmp_path):
+    """The domain URL comes from task.meta.legacy; an already registered wallet (409) is fine; a 403 from
+    verify re-arms registration; stale workspaces (ours only, by marker) are removed at startup."""
     sc = seed_domain(fake, with_colmap=False, derived_scan=False)
     lease = fake.add_task([manifest_cid(fake, sc)], domain_server_url=None)
     lease["task"]["meta"] = {"legacy": {"domain_server_url": fake.domain_url + "/"}}
+    fake.registered = True
+    fake.add_fault("POST", r"/verify$", "status", status=403, count=1)
+    stale, foreign = tmp_path / "tasks" / "old-task", tmp_path / "tasks" / "not-ours"
+    for d in (stale, foreign):
+        (d / "datasets").mkdir(parents=True)
+    (stale / ".splatter-task").touch()
     node = NodeProcess(node_env(fake, tmp_path, FAKE_RUN_NO_PREVIEWS="1"), tmp_path)
     assert node.wait() == 0, node.log()
     assert fake.receipts[lease["task"]["id"]][0][0] == "complete"
+    dds = [(r.path.rsplit("/", 1)[1], r.status) for r in fake.find("POST", r"^/dds/") if "request" not in r.path]
+    assert dds == [("register-wallet", 409), ("verify", 403), ("register-wallet", 409), ("verify", 200)]
+    assert not stale.exists() and foreign.is_dir()
+
+
+def test_missing_pipeline_script_is_a_config_error(fake, tmp_path):
+    node = NodeProcess(node_env(fake, tmp_path, SPLATTER_RUN_PY=str(tmp_path / "nope.py")), tmp_path)
+    assert node.wait() == 2
+    assert node.log().strip().splitlines() == [f"splatter-node: pipeline script {tmp_path / 'nope.py'} not found "
+                                               "(set SPLATTER_RUN_PY)"]
+    assert fake.requests == []
