@@ -2,8 +2,8 @@
 with the stand-in run.py as the real child process."""
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import signal
 import time
 import urllib.request
@@ -121,7 +121,6 @@ def test_full_task_flow(fake, tmp_path):
 
     # inputs landed where run.py expects them, with the right bytes; run.py got the documented command line
     rep = report(tmp_path)
-    import hashlib
     assert rep["datasets"] == {k: hashlib.sha256(v).hexdigest() for k, v in sc.recordings.items()}
     assert rep["colmap"] == {k: hashlib.sha256(v).hexdigest() for k, v in sc.colmap.items()}
     assert rep["argv"] == ["--domain_id", fake.domain_id, "--job_id", job_id, "--job_root_path", job_root,
@@ -235,7 +234,6 @@ def test_faults_are_survived_and_every_artifact_is_uploaded_exactly_once(fake, t
             assert items == []
             continue
         assert len(items) == 1, name
-        import hashlib
         assert hashlib.sha256(items[0].data).hexdigest() == rep["outputs"][fname]
     assert fake.items_named(VIDEO)[0].id == existing_video
     assert any(f'id="{existing_video}"'.encode() in r.body for r in fake.find("PUT", r"/data$"))
@@ -382,9 +380,11 @@ def test_cancelled_lease_unknown_capability_and_incomplete_lease(fake, tmp_path)
     cancelled = fake.add_task([manifest_cid(fake, sc)], cancel=True)["task"]["id"]
     unknown = fake.add_task([manifest_cid(fake, sc)], capability="/splatter/local/v1")["task"]["id"]
     no_url = fake.add_task([manifest_cid(fake, sc)], domain_server_url=None)["task"]["id"]
+    no_hb = fake.add_task([manifest_cid(fake, sc)])["task"]["id"]
+    fake.add_fault("POST", f"/tasks/{no_hb}/heartbeat$", "status", status=400, count=1)
     node = NodeProcess(node_env(fake, tmp_path), tmp_path, once=False)
     try:
-        wait_for(lambda: len(fake.find("GET", r"^/dms/v1/tasks$")) >= 5, what="the queue to drain")
+        wait_for(lambda: len(fake.find("GET", r"^/dms/v1/tasks$")) >= 6, what="the queue to drain")
         node.signal(signal.SIGTERM)
         rc = node.wait(timeout=10)
     finally:
@@ -399,6 +399,28 @@ def test_cancelled_lease_unknown_capability_and_incomplete_lease(fake, tmp_path)
                                                             "artifacts": []}})]
     assert fake.receipts[no_url] == [("fail", {"reason": "node_setup_failed", "details": {
         "stage": "build_ports", "error": "lease lacks domain_server_url or domain_id"}})]
+    (kind, body), = fake.receipts[no_hb]
+    assert kind == "fail" and body["reason"] == "node_setup_failed"
+    assert body["details"]["stage"] == "initial_heartbeat" and "HTTP 400" in body["details"]["error"]
+    assert not (tmp_path / "tasks" / no_hb).exists()
+
+
+def test_lost_lease_kills_the_child_and_sends_no_receipt(fake, tmp_path):
+    sc = seed_domain(fake, with_colmap=False, derived_scan=False)
+    task_id = fake.add_task([manifest_cid(fake, sc)])["task"]["id"]
+    pid_file = tmp_path / "pids"
+    node = NodeProcess(node_env(fake, tmp_path, FAKE_RUN_SLEEP="30", FAKE_RUN_PID_FILE=str(pid_file)), tmp_path)
+    try:
+        wait_for(pid_file.exists, what="run.py to start")
+        (pid,) = [int(p) for p in pid_file.read_text().split()]
+        fake.add_fault("POST", r"/heartbeat$", "status", status=500, count=1000)  # DMS gone for good
+        rc = node.wait(timeout=15)
+    finally:
+        node.kill()
+    assert rc == 0, node.log()
+    wait_for(lambda: not pid_alive(pid), timeout=5, what="run.py to be killed")
+    assert task_id not in fake.receipts and fake.find("POST", r"/(complete|fail)$") == []
+    assert "lease lost" in node.log()
 
 
 def test_domain_url_from_task_meta_reregistration_and_stale_workspaces(fake, tmp_path):
