@@ -2,6 +2,14 @@
 
 Bad configuration must stop the node before it signs in or leases work, with one readable line and exit code 2,
 so every value is parsed and range-checked here rather than where it is used.
+
+Protocol variables (defaults as documented): REG_SECRET and SECP256K1_PRIVHEX (required), DMS_BASE_URL,
+DDS_BASE_URL, CLIENT_ID, REQUEST_TIMEOUT_SECS (60, 1..300), REGISTER_INTERVAL_SECS (120), POLL_BACKOFF_MS_MIN/MAX
+(1000/30000), HEARTBEAT_MIN/MAX_RATIO (0.25/0.35), TOKEN_SAFETY_RATIO (0.75), TOKEN_REAUTH_MAX_RETRIES (3),
+TOKEN_REAUTH_JITTER_MS (500), NODE_VERSION, LOG_FORMAT (text|json), TASKS_ROOT (tasks), DISABLE_TASKS_CLEANUP,
+SPLATTER_RUN_PY (./run.py next to the package), POSEMESH_CLIENT_ID (splatter-runner), HEALTH_PORT (8080, 0 = off).
+Our own additions: LOG_LEVEL (INFO), SPLATTER_PYTHON (python3), HTTP_RETRY_ATTEMPTS (5), HTTP_RETRY_BASE_MS (500),
+HTTP_RETRY_MAX_MS (10000).
 """
 from __future__ import annotations
 

@@ -84,7 +84,8 @@ def _strip_mp4(s: str) -> str:
 
 
 def workspace_for(cfg: Config, task_id: str) -> Path:
-    return contained(cfg.tasks_root, task_id)
+    """``$TASKS_ROOT/<sanitized task id>``, absolute: run.py runs in another working directory."""
+    return contained(cfg.tasks_root.absolute(), task_id)
 
 
 def planned_artifacts(job_root: Path, suffix: str | None) -> list[tuple[str, str, Path]]:
