@@ -152,7 +152,7 @@ def main(argv=None) -> int:
             bench_gpu = None
         if bench_gpu is not None:
             print("\n# GPU backend against gsplat (rasterizer.bench_gpu)")
-            bench_gpu.run_gpu_bench({k: v[0] for k, v in scenes.items()})
+            bench_gpu.run_gpu_bench({k: (v[0], v[1]) for k, v in scenes.items()})
     return 0
 
 
