@@ -247,10 +247,11 @@ def _blend(means2d, conics, colors, opacities, ids, offsets, tiles_x, order, W, 
         s, e = offsets[t], offsets[t + 1]
         x0, y0 = (t % tiles_x) * _TILE, (t // tiles_x) * _TILE
         x1, y1 = min(x0 + _TILE, W), min(y0 + _TILE, H)
-        # Gather this tile's Gaussians contiguously (the CPU's "shared memory"), with what is
-        # needed to visit, per pixel row, only the pixels where alpha can reach 1/255. Pixels
-        # outside would skip the Gaussian anyway, so the result is the plain loop's.
-        g = np.empty((e - s, 11), np.float32)
+        # Gather this tile's Gaussians contiguously (the CPU's "shared memory"), with the box
+        # around the ellipse sigma <= cut = log(255 o) (plus a rounding margin) outside of which
+        # alpha < 1/255: pixels there would skip the Gaussian anyway, so the result is the
+        # plain per-pixel loop's while the work shrinks to the pixels each Gaussian can reach.
+        g = np.empty((e - s, 12), np.float32)
         n = 0
         for k in range(s, e):
             i = ids[k]
@@ -258,73 +259,68 @@ def _blend(means2d, conics, colors, opacities, ids, offsets, tiles_x, order, W, 
             if op * _ALPHA_MAX < _ALPHA_MIN * f32(0.999):
                 continue                          # can never reach alpha 1/255
             a, b, c = conics[i, 0], conics[i, 1], conics[i, 2]
-            # sigma beyond `cut` means alpha < 1/255 for sure (with a margin for rounding); the
-            # rows the ellipse sigma <= cut reaches are |dy| <= hy. A conic that is not positive
-            # definite in float32 (cut = -1) gets no culling at all.
+            # the ellipse sigma <= cut spans |dx| <= hx, |dy| <= hy; a conic that is not positive
+            # definite in float32 gets no culling at all (infinite box and cut)
             cut = max(math.log(op) + _LOG255, _ZERO) * f32(1.001) + f32(1e-3)
             det = a * c - b * b
-            hy = f32(3e38)
-            if a > _ZERO and det > _ZERO:
+            hx, hy = f32(3e38), f32(3e38)
+            if a > _ZERO and c > _ZERO and det > _ZERO:
+                hx = math.sqrt(f32(2) * cut * c / det) * f32(1.001) + f32(1e-2)
                 hy = math.sqrt(f32(2) * cut * a / det) * f32(1.001) + f32(1e-2)
             else:
-                cut = f32(-1)
+                cut = f32(3e38)
             g[n, 0], g[n, 1], g[n, 2], g[n, 3], g[n, 4], g[n, 5] = means2d[i, 0], means2d[i, 1], a, b, c, op
             g[n, 6], g[n, 7], g[n, 8] = colors[i, 0], colors[i, 1], colors[i, 2]
-            g[n, 9], g[n, 10] = cut, hy
+            g[n, 9], g[n, 10], g[n, 11] = cut, hy, hx
             n += 1
-        T = np.empty(_TILE, np.float32)
-        C = np.empty((_TILE, 3), np.float32)
-        live = np.empty(_TILE, np.bool_)
-        for py in range(y0, y1):
-            fy = f32(py) + _HALF
-            nx = x1 - x0
-            for j in range(nx):
-                T[j] = _ONE
-                C[j, 0], C[j, 1], C[j, 2] = _ZERO, _ZERO, _ZERO
-                live[j] = True
-            n_live = nx
-            # every pixel of the row walks the same front-to-back list; each keeps its own state
-            for k in range(n):
-                dy = g[k, 1] - fy
-                if abs(dy) > g[k, 10]:
+        # Splat order: each Gaussian in turn visits the rows and pixels of the tile it can reach;
+        # every pixel still sees the Gaussians front to back and keeps its own T, C and stop flag.
+        nx, ny = x1 - x0, y1 - y0
+        T = np.ones(_TILE * _TILE, np.float32)
+        C = np.zeros((_TILE * _TILE, 3), np.float32)
+        live = np.ones(_TILE * _TILE, np.bool_)
+        row_live = np.full(_TILE, nx, np.int64)
+        n_live = nx * ny
+        for k in range(n):
+            if n_live == 0:
+                break
+            gx, gy, ga, gb, gc, go, cut = g[k, 0], g[k, 1], g[k, 2], g[k, 3], g[k, 4], g[k, 5], g[k, 9]
+            # the rows and columns of pixel centres inside the box around the ellipse sigma <= cut
+            ry0 = max(y0, int(math.ceil(max(gy - g[k, 10] - _HALF, f32(y0 - 1)))))
+            ry1 = min(y1, int(math.floor(min(gy + g[k, 10] - _HALF, f32(y1)))) + 1)
+            rx0 = max(x0, int(math.ceil(max(gx - g[k, 11] - _HALF, f32(x0 - 1)))))
+            rx1 = min(x1, int(math.floor(min(gx + g[k, 11] - _HALF, f32(x1)))) + 1)
+            for py in range(ry0, ry1):
+                if row_live[py - y0] == 0:
                     continue
-                jx0, jx1 = x0, x1
-                if g[k, 9] >= _ZERO:
-                    # the pixels of this row inside the ellipse sigma <= cut:
-                    # a dx^2 + 2 b dy dx + (c dy^2 - 2 cut) <= 0, solved for dx
-                    a, b = g[k, 2], g[k, 3]
-                    disc = b * b * dy * dy - a * (g[k, 4] * dy * dy - f32(2) * g[k, 9])
-                    if disc < _ZERO:
-                        continue
-                    half = math.sqrt(disc) / a * f32(1.001) + f32(1e-2)
-                    centre = g[k, 0] + b * dy / a          # pixel centre = mean - dx
-                    jx0 = max(x0, int(math.ceil(max(centre - half - _HALF, f32(-1e9)))))
-                    jx1 = min(x1, int(math.floor(min(centre + half - _HALF, f32(1e9)))) + 1)
-                for px in range(jx0, jx1):
-                    j = px - x0
+                dy = gy - (f32(py) + _HALF)
+                row = (py - y0) * _TILE - x0
+                for px in range(rx0, rx1):
+                    j = row + px
                     if not live[j]:
                         continue
-                    dx = g[k, 0] - (f32(px) + _HALF)
-                    sigma = _HALF * (g[k, 2] * dx * dx + g[k, 4] * dy * dy) + g[k, 3] * dx * dy
-                    if sigma < _ZERO:
+                    dx = gx - (f32(px) + _HALF)
+                    sigma = _HALF * (ga * dx * dx + gc * dy * dy) + gb * dx * dy
+                    if sigma < _ZERO or sigma > cut:
                         continue
-                    alpha = min(_ALPHA_MAX, g[k, 5] * math.exp(-sigma))
+                    alpha = min(_ALPHA_MAX, go * math.exp(-sigma))
                     if alpha < _ALPHA_MIN:
                         continue
-                    next_T = T[j] * (_ONE - alpha)
+                    t = T[j]
+                    next_T = t * (_ONE - alpha)
                     if next_T <= _T_MIN:
                         live[j] = False
+                        row_live[py - y0] -= 1
                         n_live -= 1
                         continue
-                    w = alpha * T[j]
+                    w = alpha * t
                     C[j, 0] += g[k, 6] * w
                     C[j, 1] += g[k, 7] * w
                     C[j, 2] += g[k, 8] * w
                     T[j] = next_T
-                if n_live == 0:
-                    break
-            for j in range(nx):
-                px = x0 + j
+        for py in range(y0, y1):
+            for px in range(x0, x1):
+                j = (py - y0) * _TILE + (px - x0)
                 rgb[py, px, 0] = min(max(C[j, 0] + T[j] * bg[0], _ZERO), _ONE)
                 rgb[py, px, 1] = min(max(C[j, 1] + T[j] * bg[1], _ZERO), _ONE)
                 rgb[py, px, 2] = min(max(C[j, 2] + T[j] * bg[2], _ZERO), _ONE)
