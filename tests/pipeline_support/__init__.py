@@ -1,0 +1,1 @@
+"""Test support for the job pipeline (run.py): stand-in nerfstudio commands, tiny COLMAP models and MP4s."""
