@@ -10,7 +10,7 @@ NaN → 0); we do the same operations in the same order so that the bytes agree:
 - ``a = clamp(1 / (1 + exp(−opacity)), 0, 1)``, ``A = trunc(a·255)``;
 - ``q = rot / |rot|`` (``|rot|`` summed left to right; a zero or NaN length gives 1, 0, 0, 0),
   bytes ``trunc(clamp(q·128 + 128, 0, 255))``;
-- order: ascending ``−exp(s0 + s1 + s2)·a`` (i.e. most important first), ties broken by x, y, z,
+- order: ascending ``(−a)·exp(s0 + s1 + s2)`` (i.e. most important first), ties broken by x, y, z,
   every comparison IEEE ``totalOrder`` (Rust ``f32::total_cmp``); a stable sort, so rows that
   tie on all four keep file order.
 
@@ -188,6 +188,11 @@ def splat_order(key: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) ->
 
 def ply_to_splat_bytes(cols: dict[str, np.ndarray], sort: bool = True) -> np.ndarray:
     """The ``.splat`` records (structured, 32 bytes each) for the columns of :func:`read_columns`."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # inf/NaN inputs: as ply2splat
+        return _records(cols, sort)
+
+
+def _records(cols: dict[str, np.ndarray], sort: bool) -> np.ndarray:
     n = len(cols["x"])
     half, one, c255 = _F(0.5), _F(1.0), _F(255.0)
 
@@ -197,7 +202,10 @@ def ply_to_splat_bytes(cols: dict[str, np.ndarray], sort: bool = True) -> np.nda
     out = np.empty(n, SPLAT_RECORD)
     if sort:
         s_sum = (cols["scale_0"] + cols["scale_1"]) + cols["scale_2"]
-        key = -(_exp_f32(s_sum) * opacity)
+        # ply2splat's -(volume·opacity) as its compiler emits it: (−opacity)·volume. Equal for
+        # numbers; for NaN keys the sign, and so the order under total_cmp, follows this form
+        # (x86 returns the first NaN operand).
+        key = -opacity * _exp_f32(s_sum)
         del s_sum
         order = splat_order(key, cols["x"], cols["y"], cols["z"])
         del key
@@ -217,10 +225,9 @@ def ply_to_splat_bytes(cols: dict[str, np.ndarray], sort: bool = True) -> np.nda
     r = [cols[f"rot_{i}"][order] for i in range(4)]
     q_len = np.sqrt(((r[0] * r[0] + r[1] * r[1]) + r[2] * r[2]) + r[3] * r[3])
     ok = q_len > 0  # False for 0 and NaN: ply2splat then writes the identity
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for i in range(4):
-            q = np.where(ok, r[i] / q_len, _F(1.0 if i == 0 else 0.0))
-            out["rot"][:, i] = _trunc_u8(np.clip(q * _F(128.0) + _F(128.0), _F(0.0), c255))
+    for i in range(4):
+        q = np.where(ok, r[i] / q_len, _F(1.0 if i == 0 else 0.0))
+        out["rot"][:, i] = _trunc_u8(np.clip(q * _F(128.0) + _F(128.0), _F(0.0), c255))
     return out
 
 
@@ -231,8 +238,7 @@ def convert(ply_path: str | os.PathLike, splat_path: str | os.PathLike, sort: bo
     t_read = time.perf_counter() - t0
     if len(cols["x"]) == 0:
         raise SceneError(f"{ply_path}: the PLY holds zero Gaussians")
-    with np.errstate(over="ignore", invalid="ignore"):
-        records = ply_to_splat_bytes(cols, sort)
+    records = ply_to_splat_bytes(cols, sort)
     del cols
     atomic_write(Path(splat_path), lambda f: f.write(records.view(np.uint8).data))
     return ConvertStats(len(records), time.perf_counter() - t0, t_read)
