@@ -1,23 +1,43 @@
 """The CuPy GPU backend: the stages of :mod:`rasterizer.stages` as CUDA RawKernels.
 
-One kernel per stage: ``project`` (one thread per Gaussian), ``sh_colors`` (one thread per
-Gaussian), ``bin_tiles`` (count tiles per Gaussian, prefix sum, duplicate one 64-bit
-``tile << 32 | depth-bits`` key per intersection, stable radix sort, tile ranges) and ``blend``
-(one 256-thread block per 16x16 tile, Gaussians staged through shared memory in batches,
-the whole tile leaving early once every pixel is saturated). Kernels are compiled by CuPy at
-first use and cached on disk by CuPy, so a second process does not pay the compile again.
+Same five stages, same names, same gsplat-1.4.0 "classic" semantics (``rendering.md``):
 
-When a view has more tile intersections than ``max_intersections`` (default 2**31 - 1, the
-int32 limit; ``SPLATTER_GPU_MAX_ISECT`` overrides it, e.g. to test), the Gaussians are split
-by depth into chunks under the limit and blended chunk after chunk, front to back, carrying
-each pixel's colour, transmittance and "stopped" flag: every tile sees the same list in the
-same order, so the chunked image is bit-identical to the unchunked one.
+``project``    one thread per Gaussian: EWA projection in gsplat's order of operations, and
+               fused into it the SH colour (cached for ``sh_colors``) and the number of tiles the
+               Gaussian can reach;
+``sh_colors``  returns that cached colour (or runs the SH kernel alone for another camera);
+``bin_tiles``  one global depth sort of the Gaussians (32-bit keys), a prefix sum of their tile
+               counts in that order, one (tile, Gaussian) pair per intersection written in depth
+               order, then a stable radix sort on the tile id alone (16 bits for up to 65536
+               tiles) and a tile-range kernel. Sorting by depth first, then stably by tile, gives
+               exactly the order of gsplat's 64-bit ``tile << 32 | depth`` sort, while each radix
+               pass touches only the bits that are needed;
+``blend``      one 256-thread block per 16x16 tile, Gaussians staged through shared memory in
+               batches of 256, the whole tile leaving as soon as every pixel is saturated
+               (``__syncthreads_count``), ``__expf`` like gsplat.
+
+Exact work skipping (the image is the one of gsplat's full lists, not an approximation): a
+Gaussian is only listed in the tiles of gsplat's rectangle where some pixel centre can see
+``alpha >= 1/255``, i.e. ``sigma <= ln(255 * opacity)`` (plus a safety margin); Gaussians with
+``opacity < 1/255`` reach no pixel at all. In ``blend`` each warp (an 8x4 block of pixels) skips,
+warp-uniformly, the Gaussians whose ``alpha >= 1/255`` box misses its pixels. Everything
+skipped is something the per-pixel rule would have skipped anyway.
+
+Chunks: when a view has more tile intersections than ``max_intersections()`` (default 2**24,
+bounding memory; ``SPLATTER_GPU_MAX_ISECT`` overrides it, and it never exceeds 2**31 - 1, the
+int32 index limit), the depth-ordered Gaussians are cut into runs under the limit, each binned
+and blended on its own, front to back, carrying each pixel's colour, transmittance and "stopped"
+flag from run to run. Each pixel then sees the same Gaussians in the same order as in one pass,
+so the chunked image is bit-identical to the unchunked one.
+
+Kernels are compiled by CuPy (NVRTC) on first use and cached on disk by CuPy
+(``~/.cupy/kernel_cache`` or ``$CUPY_CACHE_DIR``): a second process does not compile again.
 """
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cupy as cp
 import numpy as np
@@ -30,28 +50,112 @@ log = logging.getLogger(__name__)
 f32 = np.float32
 BLOCK = 256
 INT32_LIMIT = 2**31 - 1
+DEFAULT_MAX_ISECT = 2**24
 
 _SOURCE = r"""
 #define TILE 16
-extern "C" {
+#define SIGMA_MARGIN 0.05f     // sigma units: the cull keeps alpha >= 0.95/255, safely below the 1/255 rule
+#define PIX_MARGIN 0.05f       // pixels
 
-__global__ void project_kernel(const int n, const float* __restrict__ means, const float* __restrict__ quats,
-    const float* __restrict__ scales,
+// ---------------------------------------------------------------------------------------------
+// Which tiles a Gaussian reaches. Shared by the counting (project) and the writing (duplicate)
+// kernels, which must agree to the bit: only correctly rounded operations (no FMA contraction).
+
+struct Reach {
+    int x0, x1, y0, y1;        // gsplat's tile rectangle [x0, x1) x [y0, y1)
+    float mx, my, A, B, C, s;  // mean, conic, sigma bound
+    bool exact;                // the ellipse test applies (false: the whole rectangle)
+};
+
+__device__ __forceinline__ Reach make_reach(const float mx, const float my, const int radius, const float A,
+    const float B, const float C, const float opacity, const int tiles_x, const int tiles_y)
+{
+    Reach q;
+    q.mx = mx; q.my = my; q.A = A; q.B = B; q.C = C;
+    // gsplat 1.4.0 isect_tiles: floor/ceil of (mean -/+ radius) / tile, clamped to the grid
+    const float r = __fdiv_rn((float)radius, (float)TILE);
+    const float tx = __fdiv_rn(mx, (float)TILE), ty = __fdiv_rn(my, (float)TILE);
+    q.x0 = (int)fminf(fmaxf(floorf(__fsub_rn(tx, r)), 0.f), (float)tiles_x);
+    q.x1 = (int)fminf(fmaxf(ceilf(__fadd_rn(tx, r)), 0.f), (float)tiles_x);
+    q.y0 = (int)fminf(fmaxf(floorf(__fsub_rn(ty, r)), 0.f), (float)tiles_y);
+    q.y1 = (int)fminf(fmaxf(ceilf(__fadd_rn(ty, r)), 0.f), (float)tiles_y);
+    q.s = __fadd_rn(logf(__fmul_rn(255.f, opacity)), SIGMA_MARGIN);
+    const float det = __fsub_rn(__fmul_rn(A, C), __fmul_rn(B, B));
+    q.exact = det > 0.f && A > 0.f && C > 0.f && q.s > 0.f && fabsf(det) <= 3.4e38f && fabsf(A) <= 3.4e38f && fabsf(C) <= 3.4e38f;
+    return q;
+}
+
+// Tiles [lo, hi) of tile row ty holding a pixel centre with sigma <= s.
+__device__ __forceinline__ void row_span(const Reach& q, const int ty, const int H, int& lo, int& hi)
+{
+    lo = q.x0; hi = q.x1;
+    if (!q.exact) return;
+    const float det = __fsub_rn(__fmul_rn(q.A, q.C), __fmul_rn(q.B, q.B));
+    const float two_s = __fmul_rn(2.f, q.s);
+    // the ellipse sigma <= s: |dy| <= sqrt(2 s A / det), |dx| <= sqrt(2 s C / det)
+    const float hy = __fsqrt_rn(__fdiv_rn(__fmul_rn(two_s, q.A), det));
+    const float hx = __fsqrt_rn(__fdiv_rn(__fmul_rn(two_s, q.C), det));
+    // pixel-centre rows of the tile row, relative to the mean
+    const float row_lo = __fsub_rn(__fadd_rn((float)(ty * TILE), 0.5f), q.my);
+    const float row_hi = __fsub_rn(__fadd_rn(fminf((float)(ty * TILE + TILE - 1), (float)(H - 1)), 0.5f), q.my);
+    const float e0 = fmaxf(__fsub_rn(row_lo, PIX_MARGIN), -hy), e1 = fminf(__fadd_rn(row_hi, PIX_MARGIN), hy);
+    if (!(e0 <= e1)) { hi = lo; return; }
+    // right boundary x_r(dy) = (-B dy + sqrt(2 s A - det dy^2)) / A is concave with its top at
+    // dy = -B hx / C; the left boundary is convex with its bottom at dy = +B hx / C
+    const float k = __fdiv_rn(__fmul_rn(q.B, hx), q.C);
+    const float yr = fminf(fmaxf(-k, e0), e1), yl = fminf(fmaxf(k, e0), e1);
+    const float wr = __fsqrt_rn(fmaxf(0.f, __fsub_rn(__fmul_rn(two_s, q.A), __fmul_rn(det, __fmul_rn(yr, yr)))));
+    const float wl = __fsqrt_rn(fmaxf(0.f, __fsub_rn(__fmul_rn(two_s, q.A), __fmul_rn(det, __fmul_rn(yl, yl)))));
+    const float xr = __fdiv_rn(__fadd_rn(__fmul_rn(-q.B, yr), wr), q.A);
+    const float xl = __fdiv_rn(__fsub_rn(__fmul_rn(-q.B, yl), wl), q.A);
+    const float XR = __fadd_rn(__fadd_rn(q.mx, xr), PIX_MARGIN), XL = __fsub_rn(__fadd_rn(q.mx, xl), PIX_MARGIN);
+    // tile tx holds the pixel centres 16 tx + 0.5 ... 16 tx + 15.5
+    const float flo = ceilf(__fdiv_rn(__fsub_rn(XL, 15.5f), (float)TILE));
+    const float fhi = __fadd_rn(floorf(__fdiv_rn(__fsub_rn(XR, 0.5f), (float)TILE)), 1.f);
+    lo = (int)fminf(fmaxf(flo, (float)q.x0), (float)q.x1);
+    hi = (int)fminf(fmaxf(fhi, (float)q.x0), (float)q.x1);
+    if (hi < lo) hi = lo;
+}
+
+__device__ __forceinline__ int reach_count(const Reach& q, const int H)
+{
+    int n = 0;
+    for (int ty = q.y0; ty < q.y1; ++ty) {
+        int lo, hi;
+        row_span(q, ty, H, lo, hi);
+        n += hi - lo;
+    }
+    return n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2 + 3. projection (gsplat 1.4.0 fully_fused_projection, pinhole) + SH colour + tile count
+
+extern "C" __global__ void project_kernel(const int n, const float* __restrict__ means, const float* __restrict__ quats,
+    const float* __restrict__ scales, const float* __restrict__ opacities, const float* __restrict__ sh,
+    const int K, const int degree,
     const float r00, const float r01, const float r02, const float r10, const float r11, const float r12,
     const float r20, const float r21, const float r22, const float t0, const float t1, const float t2,
-    const float fx, const float fy, const float cx, const float cy, const int W, const int H,
-    float* __restrict__ means2d, float* __restrict__ conics, float* __restrict__ depths, int* __restrict__ radii)
+    const float fx, const float fy, const float cx, const float cy, const float camx, const float camy,
+    const float camz, const int W, const int H, const int tiles_x, const int tiles_y,
+    float4* __restrict__ geo, float4* __restrict__ con, float* __restrict__ depths, int* __restrict__ radii,
+    float* __restrict__ rgb, int* __restrict__ counts, unsigned int* __restrict__ depth_keys)
 {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    radii[i] = 0;
+    radii[i] = 0; counts[i] = 0; depth_keys[i] = 0xffffffffu;
+    geo[i] = make_float4(0.f, 0.f, 0.f, 0.f); con[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+    rgb[3 * i] = 0.f; rgb[3 * i + 1] = 0.f; rgb[3 * i + 2] = 0.f;
     const float px = means[3 * i], py = means[3 * i + 1], pz = means[3 * i + 2];
     const float x = r00 * px + r01 * py + r02 * pz + t0;
     const float y = r10 * px + r11 * py + r12 * pz + t1;
     const float z = r20 * px + r21 * py + r22 * pz + t2;
     depths[i] = z;
-    if (!(z >= 0.01f && z <= 1e10f)) return;
-    const float qw = quats[4 * i], qx = quats[4 * i + 1], qy = quats[4 * i + 2], qz = quats[4 * i + 3];
+    if (!(z >= 0.01f && z <= 1e10f)) return;                      // near / far (and NaN)
+    // Sigma = R S S^T R^T from the (re)normalised quaternion, as gsplat
+    float qw = quats[4 * i], qx = quats[4 * i + 1], qy = quats[4 * i + 2], qz = quats[4 * i + 3];
+    const float inv_norm = rsqrtf(qx * qx + qy * qy + qz * qz + qw * qw);
+    qw *= inv_norm; qx *= inv_norm; qy *= inv_norm; qz *= inv_norm;
     const float sx = scales[3 * i], sy = scales[3 * i + 1], sz = scales[3 * i + 2];
     const float m00 = (1.f - 2.f * (qy * qy + qz * qz)) * sx, m01 = (2.f * (qx * qy - qw * qz)) * sy;
     const float m02 = (2.f * (qx * qz + qw * qy)) * sz, m10 = (2.f * (qx * qy + qw * qz)) * sx;
@@ -61,6 +165,7 @@ __global__ void project_kernel(const int n, const float* __restrict__ means, con
     const float s00 = m00 * m00 + m01 * m01 + m02 * m02, s01 = m00 * m10 + m01 * m11 + m02 * m12;
     const float s02 = m00 * m20 + m01 * m21 + m02 * m22, s11 = m10 * m10 + m11 * m11 + m12 * m12;
     const float s12 = m10 * m20 + m11 * m21 + m12 * m22, s22 = m20 * m20 + m21 * m21 + m22 * m22;
+    // camera-space covariance Rv Sigma Rv^T
     const float a00 = r00 * s00 + r01 * s01 + r02 * s02, a01 = r00 * s01 + r01 * s11 + r02 * s12;
     const float a02 = r00 * s02 + r01 * s12 + r02 * s22, a10 = r10 * s00 + r11 * s01 + r12 * s02;
     const float a11 = r10 * s01 + r11 * s11 + r12 * s12, a12 = r10 * s02 + r11 * s12 + r12 * s22;
@@ -69,13 +174,15 @@ __global__ void project_kernel(const int n, const float* __restrict__ means, con
     const float c00 = a00 * r00 + a01 * r01 + a02 * r02, c01 = a00 * r10 + a01 * r11 + a02 * r12;
     const float c02 = a00 * r20 + a01 * r21 + a02 * r22, c11 = a10 * r10 + a11 * r11 + a12 * r12;
     const float c12 = a10 * r20 + a11 * r21 + a12 * r22, c22 = a20 * r20 + a21 * r21 + a22 * r22;
+    // persp_proj: the Jacobian at the position clamped to 1.3x the frustum
     const float tan_fovx = 0.5f * (float)W / fx, tan_fovy = 0.5f * (float)H / fy;
     const float lim_x_pos = ((float)W - cx) / fx + 0.3f * tan_fovx, lim_x_neg = cx / fx + 0.3f * tan_fovx;
     const float lim_y_pos = ((float)H - cy) / fy + 0.3f * tan_fovy, lim_y_neg = cy / fy + 0.3f * tan_fovy;
-    const float rz = 1.f / z;
+    const float rz = 1.f / z, rz2 = rz * rz;
     const float tx = z * fminf(lim_x_pos, fmaxf(-lim_x_neg, x * rz));
     const float ty = z * fminf(lim_y_pos, fmaxf(-lim_y_neg, y * rz));
-    const float j00 = fx * rz, j02 = -fx * tx * rz * rz, j11 = fy * rz, j12 = -fy * ty * rz * rz;
+    const float j00 = fx * rz, j02 = -fx * tx * rz2, j11 = fy * rz, j12 = -fy * ty * rz2;
+    // add_blur: eps2d = 0.3 on the diagonal ("classic": opacity unchanged)
     const float a = j00 * (j00 * c00 + j02 * c02) + j02 * (j00 * c02 + j02 * c22) + 0.3f;
     const float b = j00 * (j11 * c01 + j12 * c02) + j02 * (j11 * c12 + j12 * c22);
     const float c = j11 * (j11 * c11 + j12 * c12) + j12 * (j11 * c12 + j12 * c22) + 0.3f;
@@ -86,96 +193,196 @@ __global__ void project_kernel(const int n, const float* __restrict__ means, con
     const float lam = mid + sqrtf(fmaxf(0.01f, mid * mid - det));
     const float radius = ceilf(3.f * sqrtf(lam));
     const float mx = fx * x * rz + cx, my = fy * y * rz + cy;
-    if (radius <= 0.f || mx + radius <= 0.f || mx - radius >= (float)W || my + radius <= 0.f
+    if (!(radius > 0.f) || mx + radius <= 0.f || mx - radius >= (float)W || my + radius <= 0.f
         || my - radius >= (float)H) return;
-    means2d[2 * i] = mx; means2d[2 * i + 1] = my;
-    conics[3 * i] = c * inv_det; conics[3 * i + 1] = -b * inv_det; conics[3 * i + 2] = a * inv_det;
+    const float ca = c * inv_det, cb = -b * inv_det, cc = a * inv_det;
+    const float opac = opacities[i];
     radii[i] = (int)radius;
-}
-
-__global__ void sh_kernel(const int n, const int K, const int degree, const float* __restrict__ means,
-    const float* __restrict__ sh, const float camx, const float camy, const float camz, float* __restrict__ out)
-{
-    const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    float x = means[3 * i] - camx, y = means[3 * i + 1] - camy, z = means[3 * i + 2] - camz;
-    const float norm = sqrtf(x * x + y * y + z * z);
-    if (norm > 0.f) { x = x / norm; y = y / norm; z = z / norm; }
-    const float xx = x * x, yy = y * y, zz = z * z;
-    const float* s = sh + (size_t)i * K * 3;
+    con[i] = make_float4(ca, cb, cc, opac);
+    if (!(opac >= 1.f / 255.f)) { geo[i] = make_float4(mx, my, 0.f, 0.f); return; }  // never reaches 1/255
+    const Reach q = make_reach(mx, my, (int)radius, ca, cb, cc, opac, tiles_x, tiles_y);
+    const int cnt = reach_count(q, H);
+    // alpha >= 1/255 box (blend's per-warp skip): |dx| <= sqrt(2 s a), |dy| <= sqrt(2 s c)
+    const float s = fmaxf(q.s, 0.f);
+    geo[i] = make_float4(mx, my, sqrtf(2.f * s * a) + 1.f, sqrtf(2.f * s * c) + 1.f);
+    counts[i] = cnt;
+    if (cnt == 0) return;
+    depth_keys[i] = __float_as_uint(z);                           // z > 0: float order = uint order
+    // SH colour of the Gaussians that reach a pixel (gsplat's sh_coeffs_to_color_fast)
+    float dx = px - camx, dy = py - camy, dz = pz - camz;
+    const float inorm = rsqrtf(dx * dx + dy * dy + dz * dz);
+    dx *= inorm; dy *= inorm; dz *= inorm;
+    const float* co = sh + (long long)i * K * 3;
     for (int ch = 0; ch < 3; ++ch) {
-        float v = 0.28209479177387814f * s[ch];
-        if (degree >= 1)
-            v += -0.4886025119029199f * y * s[3 + ch] + 0.4886025119029199f * z * s[6 + ch]
-                 - 0.4886025119029199f * x * s[9 + ch];
-        if (degree >= 2)
-            v += 1.0925484305920792f * (x * y) * s[12 + ch] + -1.0925484305920792f * (y * z) * s[15 + ch]
-                 + 0.31539156525252005f * (2.f * zz - xx - yy) * s[18 + ch]
-                 + -1.0925484305920792f * (x * z) * s[21 + ch] + 0.5462742152960396f * (xx - yy) * s[24 + ch];
-        if (degree >= 3)
-            v += -0.5900435899266435f * y * (3.f * xx - yy) * s[27 + ch]
-                 + 2.890611442640554f * (x * y) * z * s[30 + ch]
-                 + -0.4570457994644658f * y * (4.f * zz - xx - yy) * s[33 + ch]
-                 + 0.3731763325901154f * z * (2.f * zz - 3.f * xx - 3.f * yy) * s[36 + ch]
-                 + -0.4570457994644658f * x * (4.f * zz - xx - yy) * s[39 + ch]
-                 + 1.445305721320277f * z * (xx - yy) * s[42 + ch]
-                 + -0.5900435899266435f * x * (xx - 3.f * yy) * s[45 + ch];
-        out[3 * i + ch] = fmaxf(v + 0.5f, 0.f);
+        float v = 0.2820947917738781f * co[ch];
+        if (degree >= 1) {
+            v += 0.48860251190292f * (-dy * co[3 + ch] + dz * co[6 + ch] - dx * co[9 + ch]);
+            if (degree >= 2) {
+                const float z2 = dz * dz, fTmp0B = -1.092548430592079f * dz;
+                const float fC1 = dx * dx - dy * dy, fS1 = 2.f * dx * dy;
+                const float pSH6 = 0.9461746957575601f * z2 - 0.3153915652525201f;
+                const float pSH7 = fTmp0B * dx, pSH5 = fTmp0B * dy;
+                const float pSH8 = 0.5462742152960395f * fC1, pSH4 = 0.5462742152960395f * fS1;
+                v += pSH4 * co[12 + ch] + pSH5 * co[15 + ch] + pSH6 * co[18 + ch] + pSH7 * co[21 + ch]
+                     + pSH8 * co[24 + ch];
+                if (degree >= 3) {
+                    const float fTmp0C = -2.285228997322329f * z2 + 0.4570457994644658f;
+                    const float fTmp1B = 1.445305721320277f * dz;
+                    const float fC2 = dx * fC1 - dy * fS1, fS2 = dx * fS1 + dy * fC1;
+                    const float pSH12 = dz * (1.865881662950577f * z2 - 1.119528997770346f);
+                    const float pSH13 = fTmp0C * dx, pSH11 = fTmp0C * dy;
+                    const float pSH14 = fTmp1B * fC1, pSH10 = fTmp1B * fS1;
+                    const float pSH15 = -0.5900435899266435f * fC2, pSH9 = -0.5900435899266435f * fS2;
+                    v += pSH9 * co[27 + ch] + pSH10 * co[30 + ch] + pSH11 * co[33 + ch] + pSH12 * co[36 + ch]
+                         + pSH13 * co[39 + ch] + pSH14 * co[42 + ch] + pSH15 * co[45 + ch];
+                }
+            }
+        }
+        rgb[3 * i + ch] = fmaxf(v + 0.5f, 0.f);
     }
 }
 
-__device__ __forceinline__ void tile_rect(const float mx, const float my, const int radius, const int tiles_x,
-    const int tiles_y, int& x0, int& x1, int& y0, int& y1)
-{
-    const float r = (float)radius / (float)TILE, tx = mx / (float)TILE, ty = my / (float)TILE;
-    x0 = min(max(0, (int)floorf(tx - r)), tiles_x); x1 = min(max(0, (int)ceilf(tx + r)), tiles_x);
-    y0 = min(max(0, (int)floorf(ty - r)), tiles_y); y1 = min(max(0, (int)ceilf(ty + r)), tiles_y);
-}
-
-__global__ void count_kernel(const int n, const float* __restrict__ means2d, const int* __restrict__ radii,
-    const int tiles_x, const int tiles_y, long long* __restrict__ counts)
+// SH colour alone (the sh_colors stage for a camera the projection did not run for): all N.
+extern "C" __global__ void sh_kernel(const int n, const int K, const int degree, const float* __restrict__ means,
+    const float* __restrict__ sh, const float camx, const float camy, const float camz, float* __restrict__ rgb)
 {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    long long c = 0;
-    if (radii[i] > 0) {
-        int x0, x1, y0, y1;
-        tile_rect(means2d[2 * i], means2d[2 * i + 1], radii[i], tiles_x, tiles_y, x0, x1, y0, y1);
-        c = (long long)(x1 - x0) * (long long)(y1 - y0);
+    float dx = means[3 * i] - camx, dy = means[3 * i + 1] - camy, dz = means[3 * i + 2] - camz;
+    const float nn = dx * dx + dy * dy + dz * dz;
+    const float inorm = nn > 0.f ? rsqrtf(nn) : 0.f;
+    dx *= inorm; dy *= inorm; dz *= inorm;
+    const float* co = sh + (long long)i * K * 3;
+    for (int ch = 0; ch < 3; ++ch) {
+        float v = 0.2820947917738781f * co[ch];
+        if (degree >= 1) {
+            v += 0.48860251190292f * (-dy * co[3 + ch] + dz * co[6 + ch] - dx * co[9 + ch]);
+            if (degree >= 2) {
+                const float z2 = dz * dz, fTmp0B = -1.092548430592079f * dz;
+                const float fC1 = dx * dx - dy * dy, fS1 = 2.f * dx * dy;
+                const float pSH6 = 0.9461746957575601f * z2 - 0.3153915652525201f;
+                const float pSH7 = fTmp0B * dx, pSH5 = fTmp0B * dy;
+                const float pSH8 = 0.5462742152960395f * fC1, pSH4 = 0.5462742152960395f * fS1;
+                v += pSH4 * co[12 + ch] + pSH5 * co[15 + ch] + pSH6 * co[18 + ch] + pSH7 * co[21 + ch]
+                     + pSH8 * co[24 + ch];
+                if (degree >= 3) {
+                    const float fTmp0C = -2.285228997322329f * z2 + 0.4570457994644658f;
+                    const float fTmp1B = 1.445305721320277f * dz;
+                    const float fC2 = dx * fC1 - dy * fS1, fS2 = dx * fS1 + dy * fC1;
+                    const float pSH12 = dz * (1.865881662950577f * z2 - 1.119528997770346f);
+                    const float pSH13 = fTmp0C * dx, pSH11 = fTmp0C * dy;
+                    const float pSH14 = fTmp1B * fC1, pSH10 = fTmp1B * fS1;
+                    const float pSH15 = -0.5900435899266435f * fC2, pSH9 = -0.5900435899266435f * fS2;
+                    v += pSH9 * co[27 + ch] + pSH10 * co[30 + ch] + pSH11 * co[33 + ch] + pSH12 * co[36 + ch]
+                         + pSH13 * co[39 + ch] + pSH14 * co[42 + ch] + pSH15 * co[45 + ch];
+                }
+            }
+        }
+        rgb[3 * i + ch] = fmaxf(v + 0.5f, 0.f);
     }
-    counts[i] = c;
 }
 
-__global__ void duplicate_kernel(const int n, const float* __restrict__ means2d, const int* __restrict__ radii,
-    const float* __restrict__ depths, const long long* __restrict__ counts, const long long* __restrict__ ends,
-    const int tiles_x, const int tiles_y, unsigned long long* __restrict__ keys, int* __restrict__ gids)
+// ---------------------------------------------------------------------------------------------
+// 4. binning: gather tile counts into depth order; write one (tile, Gaussian) pair per
+// intersection, Gaussians in depth order; after the stable tile sort, find each tile's range.
+
+extern "C" __global__ void gather_counts_kernel(const int n, const long long* __restrict__ order,
+    const int* __restrict__ counts, long long* __restrict__ sorted_counts)
+{
+    const int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r < n) sorted_counts[r] = (long long)counts[order[r]];
+}
+
+template <typename Key>
+__device__ __forceinline__ void duplicate(const int first, const int last, const long long* __restrict__ order,
+    const long long* __restrict__ ends, const long long base, const int* __restrict__ counts,
+    const float4* __restrict__ geo, const float4* __restrict__ con, const int* __restrict__ radii,
+    const int tiles_x, const int tiles_y, const int H, Key* __restrict__ keys, int* __restrict__ gids)
+{
+    const int r = first + blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= last) return;
+    const int g = (int)order[r];
+    const int cnt = counts[g];
+    if (cnt == 0) return;
+    const long long end = ends[r] - base;
+    long long k = end - cnt;
+    const float4 p = geo[g], cq = con[g];
+    const Reach q = make_reach(p.x, p.y, radii[g], cq.x, cq.y, cq.z, cq.w, tiles_x, tiles_y);
+    for (int ty = q.y0; ty < q.y1; ++ty) {
+        int lo, hi;
+        row_span(q, ty, H, lo, hi);
+        for (int tx = lo; tx < hi && k < end; ++tx, ++k) {
+            keys[k] = (Key)(ty * tiles_x + tx);
+            gids[k] = g;
+        }
+    }
+}
+
+extern "C" __global__ void duplicate16_kernel(const int first, const int last, const long long* __restrict__ order,
+    const long long* __restrict__ ends, const long long base, const int* __restrict__ counts,
+    const float4* __restrict__ geo, const float4* __restrict__ con, const int* __restrict__ radii,
+    const int tiles_x, const int tiles_y, const int H, unsigned short* __restrict__ keys, int* __restrict__ gids)
+{
+    duplicate<unsigned short>(first, last, order, ends, base, counts, geo, con, radii, tiles_x, tiles_y, H, keys, gids);
+}
+
+extern "C" __global__ void duplicate32_kernel(const int first, const int last, const long long* __restrict__ order,
+    const long long* __restrict__ ends, const long long base, const int* __restrict__ counts,
+    const float4* __restrict__ geo, const float4* __restrict__ con, const int* __restrict__ radii,
+    const int tiles_x, const int tiles_y, const int H, unsigned int* __restrict__ keys, int* __restrict__ gids)
+{
+    duplicate<unsigned int>(first, last, order, ends, base, counts, geo, con, radii, tiles_x, tiles_y, H, keys, gids);
+}
+
+// offsets[t] = first index whose tile is >= t (offsets has n_tiles + 1 entries; m >= 1)
+template <typename Key>
+__device__ __forceinline__ void ranges(const int m, const int n_tiles, const Key* __restrict__ keys,
+    const long long* __restrict__ perm, int* __restrict__ offsets)
 {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n || counts[i] == 0) return;
-    int x0, x1, y0, y1;
-    tile_rect(means2d[2 * i], means2d[2 * i + 1], radii[i], tiles_x, tiles_y, x0, x1, y0, y1);
-    long long k = ends[i] - counts[i];
-    const unsigned long long d = (unsigned long long)__float_as_uint(depths[i]);
-    for (int ty = y0; ty < y1; ++ty)
-        for (int tx = x0; tx < x1; ++tx) {
-            keys[k] = ((unsigned long long)(ty * tiles_x + tx) << 32) | d;
-            gids[k] = i;
-            ++k;
-        }
+    if (i >= m) return;
+    const int t = (int)keys[perm[i]];
+    const int prev = i == 0 ? -1 : (int)keys[perm[i - 1]];
+    for (int u = prev + 1; u <= t; ++u) offsets[u] = i;
+    if (i == m - 1)
+        for (int u = t + 1; u <= n_tiles; ++u) offsets[u] = m;
 }
 
-__global__ void blend_kernel(const long long* __restrict__ offsets, const int* __restrict__ gids,
-    const float* __restrict__ means2d, const float* __restrict__ conics, const float* __restrict__ opac,
-    const float* __restrict__ colors, const int W, const int H, const int tiles_x, const int first,
-    const int last, const float bg0, const float bg1, const float bg2, float* __restrict__ state_c,
-    float* __restrict__ state_t, unsigned char* __restrict__ state_done, float* __restrict__ rgb,
-    float* __restrict__ alpha_out)
+extern "C" __global__ void ranges16_kernel(const int m, const int n_tiles, const unsigned short* __restrict__ keys,
+    const long long* __restrict__ perm, int* __restrict__ offsets)
 {
-    __shared__ float2 s_xy[256];
-    __shared__ float4 s_co[256];
-    __shared__ float3 s_rgb[256];
-    const int tile = blockIdx.x, tid = threadIdx.x;
-    const int px = (tile % tiles_x) * TILE + (tid % TILE), py = (tile / tiles_x) * TILE + (tid / TILE);
+    ranges<unsigned short>(m, n_tiles, keys, perm, offsets);
+}
+
+extern "C" __global__ void ranges32_kernel(const int m, const int n_tiles, const unsigned int* __restrict__ keys,
+    const long long* __restrict__ perm, int* __restrict__ offsets)
+{
+    ranges<unsigned int>(m, n_tiles, keys, perm, offsets);
+}
+
+extern "C" __global__ void permute_ids_kernel(const int m, const long long* __restrict__ perm, const int* __restrict__ gids,
+    int* __restrict__ out)
+{
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < m) out[i] = gids[perm[i]];
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. blend: one block per 16x16 tile; warp w holds the 8x4 pixels at ((w & 1) * 8, (w >> 1) * 4).
+// first/last: this chunk is the first (start from T = 1) / last (write the image) of the view.
+
+extern "C" __global__ void __launch_bounds__(256) blend_kernel(const int* __restrict__ offsets, const int* __restrict__ ids,
+    const float4* __restrict__ geo, const float4* __restrict__ con, const float* __restrict__ colors,
+    const int W, const int H, const int tiles_x, const int first, const int last,
+    const float bg0, const float bg1, const float bg2, float* __restrict__ state_c, float* __restrict__ state_t,
+    unsigned char* __restrict__ state_done, float* __restrict__ rgb, float* __restrict__ alpha_out)
+{
+    __shared__ float4 s_geo[256];
+    __shared__ float4 s_con[256];
+    __shared__ float4 s_rgb[256];
+    const int tile = blockIdx.x, tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int ox = (tile % tiles_x) * TILE + (warp & 1) * 8, oy = (tile / tiles_x) * TILE + (warp >> 1) * 4;
+    const int px = ox + (lane & 7), py = oy + (lane >> 3);
     const bool inside = px < W && py < H;
     const int pix = py * W + px;
     float T = 1.f, c0 = 0.f, c1 = 0.f, c2 = 0.f;
@@ -185,33 +392,39 @@ __global__ void blend_kernel(const long long* __restrict__ offsets, const int* _
         done = state_done[pix] != 0;
     }
     const float fx = (float)px + 0.5f, fy = (float)py + 0.5f;
-    const long long start = offsets[tile], end = offsets[tile + 1];
-    for (long long b = start; b < end; b += 256) {
-        if (__syncthreads_count(done) == 256) break;          // the whole tile is saturated
-        const long long idx = b + tid;
+    // this warp's pixel centres: a box of centre (wx, wy), half-sizes 3.5 x 1.5
+    const float wx = (float)ox + 4.f, wy = (float)oy + 2.f;
+    const int start = offsets[tile], end = offsets[tile + 1];
+    for (int b = start; b < end; b += 256) {
+        if (__syncthreads_count(done) == 256) break;              // every pixel of the tile is saturated
+        const int idx = b + tid;
         if (idx < end) {
-            const int g = gids[idx];
-            s_xy[tid] = make_float2(means2d[2 * g], means2d[2 * g + 1]);
-            s_co[tid] = make_float4(conics[3 * g], conics[3 * g + 1], conics[3 * g + 2], opac[g]);
-            s_rgb[tid] = make_float3(colors[3 * g], colors[3 * g + 1], colors[3 * g + 2]);
+            const int g = ids[idx];
+            s_geo[tid] = geo[g];
+            s_con[tid] = con[g];
+            s_rgb[tid] = make_float4(colors[3 * g], colors[3 * g + 1], colors[3 * g + 2], 0.f);
         }
         __syncthreads();
-        const int cnt = (int)min((long long)256, end - b);
-        for (int k = 0; k < cnt && !done; ++k) {
-            const float2 xy = s_xy[k];
-            const float4 co = s_co[k];
-            const float dx = xy.x - fx, dy = xy.y - fy;
-            const float sigma = 0.5f * (co.x * dx * dx + co.z * dy * dy) + co.y * dx * dy;
-            const float alpha = fminf(0.999f, co.w * __expf(-sigma));
-            if (sigma < 0.f || alpha < 1.f / 255.f) continue;
-            const float next_T = T * (1.f - alpha);
-            if (next_T <= 1e-4f) { done = true; break; }
-            const float w = alpha * T;
-            const float3 c = s_rgb[k];
-            c0 += c.x * w; c1 += c.y * w; c2 += c.z * w;
-            T = next_T;
+        const int cnt = min(256, end - b);
+        if (!done) {
+            for (int k = 0; k < cnt; ++k) {
+                const float4 p = s_geo[k];
+                // warp-uniform skip: the Gaussian's alpha >= 1/255 box misses this warp's pixels
+                if (fabsf(p.x - wx) > p.z + 3.5f || fabsf(p.y - wy) > p.w + 1.5f) continue;
+                const float4 q = s_con[k];
+                const float dx = p.x - fx, dy = p.y - fy;
+                const float sigma = 0.5f * (q.x * dx * dx + q.z * dy * dy) + q.y * dx * dy;
+                const float alpha = fminf(0.999f, q.w * __expf(-sigma));
+                if (sigma < 0.f || alpha < 1.f / 255.f) continue;
+                const float next_T = T * (1.f - alpha);
+                if (next_T <= 1e-4f) { done = true; break; }
+                const float w = alpha * T;
+                const float4 c = s_rgb[k];
+                c0 += c.x * w; c1 += c.y * w; c2 += c.z * w;
+                T = next_T;
+            }
         }
-        __syncthreads();                                       // before the next batch overwrites shared
+        __syncthreads();                                           // before the next batch overwrites shared
     }
     if (!inside) return;
     if (last) {
@@ -225,16 +438,16 @@ __global__ void blend_kernel(const long long* __restrict__ offsets, const int* _
     }
 }
 
-}  // extern "C"
 """
 
 _module = None
 
 
 def _kernel(name: str):
+    """A kernel of the module, compiled on first use (CuPy caches the binary on disk)."""
     global _module
     if _module is None:
-        _module = cp.RawModule(code=_SOURCE, options=("-std=c++14",))
+        _module = cp.RawModule(code=_SOURCE, options=("-std=c++17",))
     return _module.get_function(name)
 
 
@@ -243,7 +456,43 @@ def _grid(n: int) -> tuple[int]:
 
 
 def max_intersections() -> int:
-    return int(os.environ.get("SPLATTER_GPU_MAX_ISECT", INT32_LIMIT))
+    """Tile intersections binned at once (``$SPLATTER_GPU_MAX_ISECT``, default 2**24, at most 2**31 - 1)."""
+    raw = os.environ.get("SPLATTER_GPU_MAX_ISECT")
+    limit = int(raw) if raw else DEFAULT_MAX_ISECT
+    return max(1, min(limit, INT32_LIMIT))
+
+
+# --------------------------------------------------------------------------- data
+
+@dataclass
+class GpuProjection(Projection):
+    """:class:`Projection` plus the packed arrays the GPU kernels read.
+
+    ``means2d`` and ``conics`` are views into ``geo`` (x, y, reach-x, reach-y) and ``con``
+    (a, b, c, opacity). ``counts`` is the number of tiles each Gaussian reaches (0: culled, or
+    too faint to reach 1/255 anywhere) and ``depth_keys`` its depth bits (all ones when it
+    reaches no tile), the key of the global depth sort.
+    """
+
+    geo: object = None
+    con: object = None
+    counts: object = None
+    depth_keys: object = None
+    colors: object = None
+    camera_key: tuple = ()
+
+
+@dataclass
+class GpuTileBins(TileBins):
+    """:class:`TileBins` of one view. When the view needs several depth chunks, ``chunks`` holds
+    the bins of each (front to back) and the base fields are those of the first."""
+
+    chunks: list = field(default_factory=list)
+
+
+def _camera_key(camera: Camera) -> tuple:
+    return (camera.width, camera.height, camera.fx, camera.fy, camera.cx, camera.cy,
+            camera.world_to_camera.tobytes())
 
 
 # --------------------------------------------------------------------------- upload / download
@@ -251,113 +500,122 @@ def max_intersections() -> int:
 def upload(scene) -> Gaussians:
     g = stages.activate(scene)
     return Gaussians(cp.asarray(g.means), cp.asarray(g.quats), cp.asarray(g.scales), cp.asarray(g.opacities),
-                     cp.asarray(g.sh), g.sh_degree)
+                     cp.ascontiguousarray(cp.asarray(g.sh)), g.sh_degree)
 
 
 def download(rgb, alpha):
     return cp.asnumpy(rgb), cp.asnumpy(alpha)
 
 
-# --------------------------------------------------------------------------- project / colour
+# --------------------------------------------------------------------------- 2. project (+ 3. colour)
 
-def project(g: Gaussians, camera: Camera) -> Projection:
+def project(g: Gaussians, camera: Camera) -> GpuProjection:
     n = len(g)
-    out = Projection(cp.empty((n, 2), f32), cp.empty((n, 3), f32), cp.empty(n, f32), cp.empty(n, np.int32))
-    R = camera.world_to_camera[:3, :3].astype(f32)
-    t = camera.world_to_camera[:3, 3].astype(f32)
+    tiles_x, tiles_y = stages.tile_grid(camera)
+    geo, con = cp.empty((n, 4), f32), cp.empty((n, 4), f32)
+    out = GpuProjection(geo[:, :2], con[:, :3], cp.empty(n, f32), cp.empty(n, np.int32), geo=geo, con=con,
+                        counts=cp.empty(n, np.int32), depth_keys=cp.empty(n, np.uint32),
+                        colors=cp.empty((n, 3), f32), camera_key=_camera_key(camera))
     if n:
+        R = camera.world_to_camera[:3, :3]
+        t = camera.world_to_camera[:3, 3]
+        c = camera.center
         _kernel("project_kernel")(_grid(n), (BLOCK,), (
-            np.int32(n), g.means, g.quats, g.scales, *[f32(v) for v in R.ravel()], *[f32(v) for v in t],
-            f32(camera.fx), f32(camera.fy), f32(camera.cx), f32(camera.cy), np.int32(camera.width),
-            np.int32(camera.height), out.means2d, out.conics, out.depths, out.radii))
+            np.int32(n), g.means, g.quats, g.scales, g.opacities, g.sh, np.int32(g.sh.shape[1]),
+            np.int32(g.sh_degree), *[f32(v) for v in R.ravel()], *[f32(v) for v in t],
+            f32(camera.fx), f32(camera.fy), f32(camera.cx), f32(camera.cy), *[f32(v) for v in c],
+            np.int32(camera.width), np.int32(camera.height), np.int32(tiles_x), np.int32(tiles_y),
+            geo, con, out.depths, out.radii, out.colors, out.counts, out.depth_keys))
+    # the colour was computed with the projection: sh_colors hands it out for this camera
+    g._gpu_colors = (out.camera_key, out.colors)
     return out
 
 
 def sh_colors(g: Gaussians, camera: Camera):
+    """RGB per Gaussian. After ``project`` for the same camera this is the colour that kernel
+    computed (for the Gaussians that reach a pixel; 0 for the others, which no pixel uses)."""
+    cached = getattr(g, "_gpu_colors", None)
+    if cached is not None and cached[0] == _camera_key(camera):
+        return cached[1]
     n = len(g)
     out = cp.empty((n, 3), f32)
-    c = camera.center.astype(f32)
     if n:
+        c = camera.center
         _kernel("sh_kernel")(_grid(n), (BLOCK,), (np.int32(n), np.int32(g.sh.shape[1]), np.int32(g.sh_degree),
                                                   g.means, g.sh, f32(c[0]), f32(c[1]), f32(c[2]), out))
     return out
 
 
-# --------------------------------------------------------------------------- bin
+# --------------------------------------------------------------------------- 4. bin
 
-@dataclass
-class ChunkedBins:
-    """Tile bins of consecutive depth chunks (one chunk unless the intersections overflow)."""
-
-    chunks: list
-
-
-def _bins_for(p: Projection, counts, tiles_x: int, tiles_y: int) -> TileBins:
-    n = counts.shape[0]
-    ends = cp.cumsum(counts)
-    total = int(ends[-1]) if n else 0
+def _bins_for(p: GpuProjection, order, ends, first: int, last: int, base: int, m: int,
+              tiles_x: int, tiles_y: int, height: int) -> TileBins:
+    """Bin the Gaussians of depth ranks [first, last), whose ``m`` intersections start at ``base``."""
     n_tiles = tiles_x * tiles_y
-    if total == 0:
-        return TileBins(tiles_x, tiles_y, cp.empty(0, np.int32), cp.zeros(n_tiles + 1, np.int64))
-    keys = cp.empty(total, np.uint64)
-    gids = cp.empty(total, np.int32)
-    _kernel("duplicate_kernel")(_grid(n), (BLOCK,), (np.int32(n), p.means2d, p.radii, p.depths, counts, ends,
-                                                     np.int32(tiles_x), np.int32(tiles_y), keys, gids))
-    order = cp.argsort(keys)                                   # CuPy's argsort is a stable radix sort
-    keys = keys[order]
-    gids = gids[order]
-    del order
-    tiles = (keys >> np.uint64(32)).astype(np.int32)
-    offsets = cp.searchsorted(tiles, cp.arange(n_tiles + 1, dtype=np.int32)).astype(np.int64)
-    return TileBins(tiles_x, tiles_y, gids, offsets)
+    if m == 0:
+        return TileBins(tiles_x, tiles_y, cp.empty(0, np.int32), cp.zeros(n_tiles + 1, np.int32))
+    wide = n_tiles > 65536
+    keys = cp.empty(m, np.uint32 if wide else np.uint16)
+    gids = cp.empty(m, np.int32)
+    _kernel("duplicate32_kernel" if wide else "duplicate16_kernel")(_grid(last - first), (BLOCK,), (
+        np.int32(first), np.int32(last), order, ends, np.int64(base), p.counts, p.geo, p.con, p.radii,
+        np.int32(tiles_x), np.int32(tiles_y), np.int32(height), keys, gids))
+    perm = cp.argsort(keys)                         # stable radix sort of 16 (or 32) bit tile ids
+    offsets = cp.empty(n_tiles + 1, np.int32)
+    _kernel("ranges32_kernel" if wide else "ranges16_kernel")(_grid(m), (BLOCK,), (
+        np.int32(m), np.int32(n_tiles), keys, perm, offsets))
+    ids = cp.empty(m, np.int32)
+    _kernel("permute_ids_kernel")(_grid(m), (BLOCK,), (np.int32(m), perm, gids, ids))
+    return TileBins(tiles_x, tiles_y, ids, offsets)
 
 
-def bin_tiles(p: Projection, camera: Camera) -> ChunkedBins:
+def bin_tiles(p: GpuProjection, camera: Camera) -> GpuTileBins:
     tiles_x, tiles_y = stages.tile_grid(camera)
-    n = p.radii.shape[0]
-    counts = cp.empty(n, np.int64)
-    if n:
-        _kernel("count_kernel")(_grid(n), (BLOCK,), (np.int32(n), p.means2d, p.radii, np.int32(tiles_x),
-                                                     np.int32(tiles_y), counts))
-    total = int(counts.sum()) if n else 0
+    n = int(p.radii.shape[0])
+    n_tiles = tiles_x * tiles_y
+    if n == 0:
+        empty = TileBins(tiles_x, tiles_y, cp.empty(0, np.int32), cp.zeros(n_tiles + 1, np.int32))
+        return GpuTileBins(tiles_x, tiles_y, empty.gaussian_ids, empty.offsets, chunks=[empty])
+    order = cp.argsort(p.depth_keys)                # front to back; ties keep index order (stable)
+    sorted_counts = cp.empty(n, np.int64)
+    _kernel("gather_counts_kernel")(_grid(n), (BLOCK,), (np.int32(n), order, p.counts, sorted_counts))
+    ends = cp.cumsum(sorted_counts)                 # int64: a view may hold more than 2**31 pairs
+    del sorted_counts
+    total = int(ends[-1])                           # the one host sync: sizes the pair buffers
     limit = max_intersections()
     if total <= limit:
-        return ChunkedBins([_bins_for(p, counts, tiles_x, tiles_y)])
-    # Too many intersections for one pass: cut the Gaussians, in (depth, index) order, into runs
-    # whose intersections fit, and bin each run on its own.
-    visible = cp.flatnonzero(counts > 0)
-    order = visible[cp.argsort(p.depths[visible])]
-    cum = cp.cumsum(counts[order])
-    cuts = [0]
-    while cuts[-1] < order.size:
-        base = int(cum[cuts[-1] - 1]) if cuts[-1] else 0
-        nxt = int(cp.searchsorted(cum, base + limit, side="right"))
-        cuts.append(max(nxt, cuts[-1] + 1))
-    log.info("gpu: %d tile intersections exceed %d: blending in %d depth chunks", total, limit, len(cuts) - 1)
-    chunks = []
-    for a, b in zip(cuts[:-1], cuts[1:]):
-        chunk_counts = cp.zeros_like(counts)
-        chunk_counts[order[a:b]] = counts[order[a:b]]
-        chunks.append(_bins_for(p, chunk_counts, tiles_x, tiles_y))
-    return ChunkedBins(chunks)
+        chunks = [_bins_for(p, order, ends, 0, n, 0, total, tiles_x, tiles_y, camera.height)]
+    else:
+        # Too many pairs for one pass: cut the depth-ordered Gaussians into runs that fit.
+        chunks, first, base = [], 0, 0
+        while base < total:
+            last = int(cp.searchsorted(ends, cp.asarray([base + limit], np.int64), side="right")[0])
+            last = max(last, first + 1)             # one Gaussian alone may exceed a tiny limit
+            end = int(ends[last - 1])
+            chunks.append(_bins_for(p, order, ends, first, last, base, end - base, tiles_x, tiles_y,
+                                    camera.height))
+            first, base = last, end
+        log.info("gpu: %d tile intersections exceed %d: binning and blending in %d depth chunks",
+                 total, limit, len(chunks))
+    return GpuTileBins(tiles_x, tiles_y, chunks[0].gaussian_ids, chunks[0].offsets, chunks=chunks)
 
 
-# --------------------------------------------------------------------------- blend
+# --------------------------------------------------------------------------- 5. blend
 
-def blend(p: Projection, colors, opacities, bins: ChunkedBins, camera: Camera, background):
+def blend(p: GpuProjection, colors, opacities, bins: TileBins, camera: Camera, background):
+    """Front-to-back compositing. Opacities are read from the projection's packed copy."""
     W, H = camera.width, camera.height
     rgb = cp.empty((H, W, 3), f32)
     alpha = cp.empty((H, W), f32)
-    chunks = bins.chunks
+    chunks = getattr(bins, "chunks", None) or [bins]
     multi = len(chunks) > 1
     state_c = cp.empty((H, W, 3), f32) if multi else rgb
     state_t = cp.empty((H, W), f32) if multi else alpha
     state_done = cp.empty((H, W), np.uint8) if multi else cp.empty(1, np.uint8)
+    colors = cp.ascontiguousarray(colors, dtype=f32)
     bg = [f32(v) for v in background]
     for k, b in enumerate(chunks):
-        n_tiles = b.tiles_x * b.tiles_y
-        _kernel("blend_kernel")((n_tiles,), (BLOCK,), (
-            b.offsets, b.gaussian_ids, p.means2d, p.conics, opacities, colors, np.int32(W), np.int32(H),
-            np.int32(b.tiles_x), np.int32(k == 0), np.int32(k == len(chunks) - 1), *bg, state_c, state_t,
-            state_done, rgb, alpha))
+        _kernel("blend_kernel")((b.tiles_x * b.tiles_y,), (BLOCK,), (
+            b.offsets, b.gaussian_ids, p.geo, p.con, colors, np.int32(W), np.int32(H), np.int32(b.tiles_x),
+            np.int32(k == 0), np.int32(k == len(chunks) - 1), *bg, state_c, state_t, state_done, rgb, alpha))
     return rgb, alpha
