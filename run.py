@@ -469,9 +469,10 @@ def step_video(job: Job) -> None:
             yield renderer.render(cam, DEFAULT_BACKGROUND)
 
     t0 = time.perf_counter()
-    fd, tmp = tempfile.mkstemp(prefix=".preview.mp4.", suffix=".tmp", dir=job.out)
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=".preview.mp4.", suffix=".tmp", dir=job.out)
+        os.close(fd)
         with av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
             stream = container.add_stream("libx264", rate=opts.video_fps)
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
@@ -565,6 +566,8 @@ def remove_stale(folder: Path, names: list[str]) -> None:
 
 
 def _unlink(p) -> None:
+    if p is None:
+        return
     try:
         os.unlink(p)
     except OSError:
