@@ -661,10 +661,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "demo-job) and run it from step rotate")
     ap.add_argument("--backend", default="auto", choices=["auto", "gpu", "cpu", "numpy"],
                     help="renderer for previews and video (auto: gpu when CuPy sees a device, else cpu)")
-    ap.add_argument("--preview-size", type=parse_size, default=(1280, 720), metavar="WxH",
-                    help="preview image size (default 1280x720)")
-    ap.add_argument("--video-size", type=parse_video_size, default=(1280, 720), metavar="WxH",
-                    help="orbit video size, even numbers (default 1280x720)")
+    ap.add_argument("--preview-size", type=parse_size, default="1280x720", metavar="WxH",
+                    help="preview image size")
+    ap.add_argument("--video-size", type=parse_video_size, default="1280x720", metavar="WxH",
+                    help="orbit video size (even numbers)")
     ap.add_argument("--video-frames", type=int, default=150, help="orbit frames (5 s at 30 fps)")
     ap.add_argument("--video-fps", type=int, default=30)
     ap.add_argument("--video-cpu-budget", type=float, default=300.0, metavar="SECONDS",
