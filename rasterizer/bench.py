@@ -145,6 +145,12 @@ def main(argv=None) -> int:
         wall = time.perf_counter() - t0
         print(f"\n# python -m rasterizer preview on the 1M SH-3 PLY, end to end (new process, load + 2 views + "
               f"JPEG): {wall:.2f} s (target <= 5 s){'' if r.returncode == 0 else ' FAILED: ' + r.stderr[-300:]}")
+    print("\n# convert step (splat_rot.ply -> .splat) against ply2splat: python -m rasterizer.bench_convert")
+    try:
+        from .bench_convert import main as convert_main
+        convert_main(["--gaussians", str(args.million or 1_000_000), "--repeat", "3"])
+    except Exception as e:  # ply2splat missing, or no real scene to tile
+        print(f"# convert benchmark skipped: {type(e).__name__}: {e}")
     if "gpu" in backends:
         try:
             from . import bench_gpu
