@@ -92,21 +92,8 @@ def load_ply(path: str | os.PathLike) -> Scene:
     dropped and counted in the log.
     """
     path = Path(path)
-    try:
-        ply = PlyData.read(str(path), mmap=True)
-    except FileNotFoundError:
-        raise SceneError(f"{path}: no such file") from None
-    except (PlyParseError, ValueError, UnicodeDecodeError, IndexError, TypeError) as e:
-        raise SceneError(f"{path}: not a readable PLY file ({_one_line(e)})") from None
-    try:
-        vertex = ply["vertex"]
-    except KeyError:
-        raise SceneError(f"{path}: PLY has no 'vertex' element") from None
-    data = vertex.data
+    data = open_vertices(path, REQUIRED)
     names = set(data.dtype.names or ())
-    missing = [p for p in REQUIRED if p not in names]
-    if missing:
-        raise SceneError(f"{path}: PLY vertex element lacks required properties: {', '.join(missing)}")
     n_rest = sum(1 for p in names if p.startswith("f_rest_"))
     if n_rest not in F_REST_COUNT:
         raise SceneError(f"{path}: {n_rest} f_rest properties; expected 0, 9, 24 or 45 (SH degree 0-3)")
@@ -139,10 +126,29 @@ def load_ply(path: str | os.PathLike) -> Scene:
     except ValueError as e:  # a truncated body shows up when the memmap is read
         raise SceneError(f"{path}: truncated or corrupt PLY body ({_one_line(e)})") from None
     finally:
-        del data, vertex, ply
+        del data
 
     scene = Scene(means, scales, quats, opac, sh, normals, str(path))
     return _drop_non_finite(scene, path)
+
+
+def open_vertices(path: Path, required) -> np.ndarray:
+    """The PLY's ``vertex`` records, memory-mapped (parsed by plyfile), with ``required`` present."""
+    try:
+        ply = PlyData.read(str(path), mmap=True)
+    except FileNotFoundError:
+        raise SceneError(f"{path}: no such file") from None
+    except (PlyParseError, ValueError, UnicodeDecodeError, IndexError, TypeError, OSError) as e:
+        raise SceneError(f"{path}: not a readable PLY file ({_one_line(e)})") from None
+    try:
+        data = ply["vertex"].data
+    except KeyError:
+        raise SceneError(f"{path}: PLY has no 'vertex' element") from None
+    names = set(data.dtype.names or ())
+    missing = [p for p in required if p not in names]
+    if missing:
+        raise SceneError(f"{path}: PLY vertex element lacks required properties: {', '.join(missing)}")
+    return data
 
 
 def load_splat(path: str | os.PathLike) -> Scene:

@@ -33,10 +33,9 @@ from decimal import Decimal, localcontext
 from pathlib import Path
 
 import numpy as np
-from plyfile import PlyData, PlyParseError
 
 from .errors import SceneError
-from .scene import SPLAT_RECORD, atomic_write
+from .scene import SPLAT_RECORD, atomic_write, open_vertices
 
 log = logging.getLogger(__name__)
 
@@ -62,26 +61,12 @@ def read_columns(path: str | os.PathLike) -> dict[str, np.ndarray]:
     the records are then read sequentially, a chunk at a time, into one reused buffer.
     """
     path = Path(path)
-    try:
-        ply = PlyData.read(str(path), mmap=True)
-    except FileNotFoundError:
-        raise SceneError(f"{path}: no such file") from None
-    except (PlyParseError, ValueError, UnicodeDecodeError, IndexError, TypeError, OSError) as e:
-        raise SceneError(f"{path}: not a readable PLY file ({_one_line(e)})") from None
-    try:
-        vertex = ply["vertex"]
-    except KeyError:
-        raise SceneError(f"{path}: PLY has no 'vertex' element") from None
-    data = vertex.data
-    names = data.dtype.names or ()
-    missing = [p for p in NEEDED if p not in names]
-    if missing:
-        raise SceneError(f"{path}: PLY vertex element lacks required properties: {', '.join(missing)}")
+    data = open_vertices(path, NEEDED)
     n = len(data)
     cols = {p: np.empty(n, np.float32) for p in NEEDED}
-    if isinstance(data, np.memmap) and len(ply.elements) >= 1 and ply.elements[0].name == "vertex":
+    if isinstance(data, np.memmap):
         dtype, offset = data.dtype, int(data.offset)
-        del data, vertex, ply  # unmap: the chunks below are plain reads
+        del data  # unmap: the chunks below are plain reads
         buf = np.empty(min(CHUNK_ROWS, max(n, 1)), dtype)
         raw = buf.view(np.uint8)
         with open(path, "rb") as f:
