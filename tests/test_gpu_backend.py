@@ -78,7 +78,7 @@ def test_chunked_equals_unchunked_bit_for_bit(case, monkeypatch, caplog):
     name, scene, cams = case
     prepared = Prepared(scene, "gpu")
     whole = {v: prepared.render(c, BG) for v, c in cams.items()}
-    monkeypatch.setenv("SPLATTER_GPU_MAX_ISECT", "2000")        # force many depth chunks
+    monkeypatch.setenv("SPLATTER_GPU_MAX_ISECT", "500")         # force many depth chunks
     with caplog.at_level("INFO", logger="rasterizer.backends.gpu_cupy"):
         for view, cam in cams.items():
             chunked = prepared.render(cam, BG)

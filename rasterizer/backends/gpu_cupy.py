@@ -14,14 +14,17 @@ Same five stages, same names, same gsplat-1.4.0 "classic" semantics (``rendering
                pass touches only the bits that are needed;
 ``blend``      one 256-thread block per 16x16 tile, Gaussians staged through shared memory in
                batches of 256, the whole tile leaving as soon as every pixel is saturated
-               (``__syncthreads_count``), ``__expf`` like gsplat.
+               (``__syncthreads_count``), ``__expf`` like gsplat. Each warp owns an 8x4 block
+               of pixels and walks, in order, only the batch entries whose alpha >= 1/255
+               ellipse reaches its pixels (a per-Gaussian warp mask made while staging, then a
+               ballot).
 
 Exact work skipping (the image is the one of gsplat's full lists, not an approximation): a
 Gaussian is only listed in the tiles of gsplat's rectangle where some pixel centre can see
 ``alpha >= 1/255``, i.e. ``sigma <= ln(255 * opacity)`` (plus a safety margin); Gaussians with
-``opacity < 1/255`` reach no pixel at all. In ``blend`` each warp (an 8x4 block of pixels) skips,
-warp-uniformly, the Gaussians whose ``alpha >= 1/255`` box misses its pixels. Everything
-skipped is something the per-pixel rule would have skipped anyway.
+``opacity < 1/255`` reach no pixel at all. In ``blend`` each warp (an 8x4 block of pixels) skips
+the Gaussians whose ``alpha >= 1/255`` ellipse misses its pixels. Everything skipped is something
+the per-pixel rule would have skipped anyway.
 
 Chunks: when a view has more tile intersections than ``max_intersections()`` (default 2**24,
 bounding memory; ``SPLATTER_GPU_MAX_ISECT`` overrides it, and it never exceeds 2**31 - 1, the
@@ -58,60 +61,75 @@ _SOURCE = r"""
 #define PIX_MARGIN 0.05f       // pixels
 
 // ---------------------------------------------------------------------------------------------
-// Which tiles a Gaussian reaches. Shared by the counting (project) and the writing (duplicate)
-// kernels, which must agree to the bit: only correctly rounded operations (no FMA contraction).
+// Which tiles a Gaussian reaches. The projection kernel counts them and stores the per-Gaussian
+// constants it used (rch); the duplicate kernel recomputes the rows from those stored values with
+// the same correctly rounded operations (no FMA contraction), so both agree to the bit.
 
 struct Reach {
-    int x0, x1, y0, y1;        // gsplat's tile rectangle [x0, x1) x [y0, y1)
-    float mx, my, A, B, C, s;  // mean, conic, sigma bound
-    bool exact;                // the ellipse test applies (false: the whole rectangle)
+    int x0, x1, y0, y1;            // gsplat's tile rectangle [x0, x1) x [y0, y1)
+    float mx, my, B, hy, k, two_sA, inv_A, det;
 };
 
-__device__ __forceinline__ Reach make_reach(const float mx, const float my, const int radius, const float A,
-    const float B, const float C, const float opacity, const int tiles_x, const int tiles_y)
+// gsplat 1.4.0 isect_tiles: floor/ceil of (mean -/+ radius) / tile, clamped to the grid
+__device__ __forceinline__ void tile_rect(Reach& q, const float mx, const float my, const int radius,
+    const int tiles_x, const int tiles_y)
 {
-    Reach q;
-    q.mx = mx; q.my = my; q.A = A; q.B = B; q.C = C;
-    // gsplat 1.4.0 isect_tiles: floor/ceil of (mean -/+ radius) / tile, clamped to the grid
     const float r = __fdiv_rn((float)radius, (float)TILE);
     const float tx = __fdiv_rn(mx, (float)TILE), ty = __fdiv_rn(my, (float)TILE);
     q.x0 = (int)fminf(fmaxf(floorf(__fsub_rn(tx, r)), 0.f), (float)tiles_x);
     q.x1 = (int)fminf(fmaxf(ceilf(__fadd_rn(tx, r)), 0.f), (float)tiles_x);
     q.y0 = (int)fminf(fmaxf(floorf(__fsub_rn(ty, r)), 0.f), (float)tiles_y);
     q.y1 = (int)fminf(fmaxf(ceilf(__fadd_rn(ty, r)), 0.f), (float)tiles_y);
-    q.s = __fadd_rn(logf(__fmul_rn(255.f, opacity)), SIGMA_MARGIN);
+    q.mx = mx; q.my = my;
+}
+
+// The ellipse sigma <= s, s = ln(255 opacity) + margin, of conic (A, B, C): |dy| <= hy; its
+// rightmost point is at dy = -k, its leftmost at dy = +k. rch = (hy, k, 2 s A, 1 / A); hy < 0
+// means "no ellipse test, the whole rectangle".
+__device__ __forceinline__ float4 reach_constants(const float A, const float B, const float C, const float opacity)
+{
+    const float s = __fadd_rn(logf(__fmul_rn(255.f, opacity)), SIGMA_MARGIN);
     const float det = __fsub_rn(__fmul_rn(A, C), __fmul_rn(B, B));
-    q.exact = det > 0.f && A > 0.f && C > 0.f && q.s > 0.f && fabsf(det) <= 3.4e38f && fabsf(A) <= 3.4e38f && fabsf(C) <= 3.4e38f;
-    return q;
+    const bool ok = det > 0.f && A > 0.f && C > 0.f && s > 0.f && fabsf(det) <= 3.4e38f && fabsf(A) <= 3.4e38f
+                    && fabsf(C) <= 3.4e38f;
+    if (!ok) return make_float4(-1.f, 0.f, 0.f, 0.f);
+    const float two_s = __fmul_rn(2.f, s);
+    const float hy = __fsqrt_rn(__fdiv_rn(__fmul_rn(two_s, A), det));
+    const float hx = __fsqrt_rn(__fdiv_rn(__fmul_rn(two_s, C), det));
+    const float k = __fdiv_rn(__fmul_rn(B, hx), C);
+    const float4 r = make_float4(hy, k, __fmul_rn(two_s, A), __fdiv_rn(1.f, A));
+    if (!(fabsf(r.x) <= 3.4e38f && fabsf(r.y) <= 3.4e38f && fabsf(r.z) <= 3.4e38f && fabsf(r.w) <= 3.4e38f))
+        return make_float4(-1.f, 0.f, 0.f, 0.f);
+    return r;
+}
+
+__device__ __forceinline__ void set_reach(Reach& q, const float B, const float C, const float4 rch)
+{
+    q.B = B; q.hy = rch.x; q.k = rch.y; q.two_sA = rch.z; q.inv_A = rch.w;
+    q.det = __fsub_rn(__fmul_rn(__fdiv_rn(1.f, rch.w), C), __fmul_rn(B, B));   // unused when hy < 0
 }
 
 // Tiles [lo, hi) of tile row ty holding a pixel centre with sigma <= s.
 __device__ __forceinline__ void row_span(const Reach& q, const int ty, const int H, int& lo, int& hi)
 {
     lo = q.x0; hi = q.x1;
-    if (!q.exact) return;
-    const float det = __fsub_rn(__fmul_rn(q.A, q.C), __fmul_rn(q.B, q.B));
-    const float two_s = __fmul_rn(2.f, q.s);
-    // the ellipse sigma <= s: |dy| <= sqrt(2 s A / det), |dx| <= sqrt(2 s C / det)
-    const float hy = __fsqrt_rn(__fdiv_rn(__fmul_rn(two_s, q.A), det));
-    const float hx = __fsqrt_rn(__fdiv_rn(__fmul_rn(two_s, q.C), det));
+    if (q.hy < 0.f) return;
     // pixel-centre rows of the tile row, relative to the mean
     const float row_lo = __fsub_rn(__fadd_rn((float)(ty * TILE), 0.5f), q.my);
     const float row_hi = __fsub_rn(__fadd_rn(fminf((float)(ty * TILE + TILE - 1), (float)(H - 1)), 0.5f), q.my);
-    const float e0 = fmaxf(__fsub_rn(row_lo, PIX_MARGIN), -hy), e1 = fminf(__fadd_rn(row_hi, PIX_MARGIN), hy);
+    const float e0 = fmaxf(__fsub_rn(row_lo, PIX_MARGIN), -q.hy), e1 = fminf(__fadd_rn(row_hi, PIX_MARGIN), q.hy);
     if (!(e0 <= e1)) { hi = lo; return; }
     // right boundary x_r(dy) = (-B dy + sqrt(2 s A - det dy^2)) / A is concave with its top at
-    // dy = -B hx / C; the left boundary is convex with its bottom at dy = +B hx / C
-    const float k = __fdiv_rn(__fmul_rn(q.B, hx), q.C);
-    const float yr = fminf(fmaxf(-k, e0), e1), yl = fminf(fmaxf(k, e0), e1);
-    const float wr = __fsqrt_rn(fmaxf(0.f, __fsub_rn(__fmul_rn(two_s, q.A), __fmul_rn(det, __fmul_rn(yr, yr)))));
-    const float wl = __fsqrt_rn(fmaxf(0.f, __fsub_rn(__fmul_rn(two_s, q.A), __fmul_rn(det, __fmul_rn(yl, yl)))));
-    const float xr = __fdiv_rn(__fadd_rn(__fmul_rn(-q.B, yr), wr), q.A);
-    const float xl = __fdiv_rn(__fsub_rn(__fmul_rn(-q.B, yl), wl), q.A);
+    // dy = -k; the left boundary is convex with its bottom at dy = +k
+    const float yr = fminf(fmaxf(-q.k, e0), e1), yl = fminf(fmaxf(q.k, e0), e1);
+    const float wr = __fsqrt_rn(fmaxf(0.f, __fsub_rn(q.two_sA, __fmul_rn(q.det, __fmul_rn(yr, yr)))));
+    const float wl = __fsqrt_rn(fmaxf(0.f, __fsub_rn(q.two_sA, __fmul_rn(q.det, __fmul_rn(yl, yl)))));
+    const float xr = __fmul_rn(__fadd_rn(__fmul_rn(-q.B, yr), wr), q.inv_A);
+    const float xl = __fmul_rn(__fsub_rn(__fmul_rn(-q.B, yl), wl), q.inv_A);
     const float XR = __fadd_rn(__fadd_rn(q.mx, xr), PIX_MARGIN), XL = __fsub_rn(__fadd_rn(q.mx, xl), PIX_MARGIN);
-    // tile tx holds the pixel centres 16 tx + 0.5 ... 16 tx + 15.5
-    const float flo = ceilf(__fdiv_rn(__fsub_rn(XL, 15.5f), (float)TILE));
-    const float fhi = __fadd_rn(floorf(__fdiv_rn(__fsub_rn(XR, 0.5f), (float)TILE)), 1.f);
+    // tile tx holds the pixel centres 16 tx + 0.5 ... 16 tx + 15.5 (x / 16 is exact as x * 0.0625)
+    const float flo = ceilf(__fmul_rn(__fsub_rn(XL, 15.5f), 0.0625f));
+    const float fhi = __fadd_rn(floorf(__fmul_rn(__fsub_rn(XR, 0.5f), 0.0625f)), 1.f);
     lo = (int)fminf(fmaxf(flo, (float)q.x0), (float)q.x1);
     hi = (int)fminf(fmaxf(fhi, (float)q.x0), (float)q.x1);
     if (hi < lo) hi = lo;
@@ -139,19 +157,20 @@ extern "C" __global__ void project_kernel(const int n, const float* __restrict__
     const float fx, const float fy, const float cx, const float cy, const float camx, const float camy,
     const float camz, const int W, const int H, const int tiles_x, const int tiles_y,
     float4* __restrict__ geo, float4* __restrict__ con, float* __restrict__ depths, int* __restrict__ radii,
-    float* __restrict__ rgb, int* __restrict__ counts, unsigned int* __restrict__ depth_keys)
+    float* __restrict__ rgb, int* __restrict__ counts, unsigned int* __restrict__ depth_keys,
+    float4* __restrict__ rchs)
 {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    radii[i] = 0; counts[i] = 0; depth_keys[i] = 0xffffffffu;
-    geo[i] = make_float4(0.f, 0.f, 0.f, 0.f); con[i] = make_float4(0.f, 0.f, 0.f, 0.f);
-    rgb[3 * i] = 0.f; rgb[3 * i + 1] = 0.f; rgb[3 * i + 2] = 0.f;
+    // culled: radius 0, no tiles, sorted last, colour 0 (written only on these paths)
+    #define CULL do { radii[i] = 0; counts[i] = 0; depth_keys[i] = 0xffffffffu; rgb[3 * i] = 0.f; \
+        rgb[3 * i + 1] = 0.f; rgb[3 * i + 2] = 0.f; } while (0)
     const float px = means[3 * i], py = means[3 * i + 1], pz = means[3 * i + 2];
     const float x = r00 * px + r01 * py + r02 * pz + t0;
     const float y = r10 * px + r11 * py + r12 * pz + t1;
     const float z = r20 * px + r21 * py + r22 * pz + t2;
     depths[i] = z;
-    if (!(z >= 0.01f && z <= 1e10f)) return;                      // near / far (and NaN)
+    if (!(z >= 0.01f && z <= 1e10f)) { CULL; return; }           // near / far (and NaN)
     // Sigma = R S S^T R^T from the (re)normalised quaternion, as gsplat
     float qw = quats[4 * i], qx = quats[4 * i + 1], qy = quats[4 * i + 2], qz = quats[4 * i + 3];
     const float inv_norm = rsqrtf(qx * qx + qy * qy + qz * qz + qw * qw);
@@ -187,26 +206,37 @@ extern "C" __global__ void project_kernel(const int n, const float* __restrict__
     const float b = j00 * (j11 * c01 + j12 * c02) + j02 * (j11 * c12 + j12 * c22);
     const float c = j11 * (j11 * c11 + j12 * c12) + j12 * (j11 * c12 + j12 * c22) + 0.3f;
     const float det = a * c - b * b;
-    if (!(det > 0.f)) return;
+    if (!(det > 0.f)) { CULL; return; }
     const float inv_det = 1.f / det;
     const float mid = 0.5f * (a + c);
     const float lam = mid + sqrtf(fmaxf(0.01f, mid * mid - det));
     const float radius = ceilf(3.f * sqrtf(lam));
     const float mx = fx * x * rz + cx, my = fy * y * rz + cy;
     if (!(radius > 0.f) || mx + radius <= 0.f || mx - radius >= (float)W || my + radius <= 0.f
-        || my - radius >= (float)H) return;
+        || my - radius >= (float)H) { CULL; return; }
     const float ca = c * inv_det, cb = -b * inv_det, cc = a * inv_det;
     const float opac = opacities[i];
     radii[i] = (int)radius;
     con[i] = make_float4(ca, cb, cc, opac);
-    if (!(opac >= 1.f / 255.f)) { geo[i] = make_float4(mx, my, 0.f, 0.f); return; }  // never reaches 1/255
-    const Reach q = make_reach(mx, my, (int)radius, ca, cb, cc, opac, tiles_x, tiles_y);
+    if (!(opac >= 1.f / 255.f)) {                                 // never reaches alpha 1/255
+        counts[i] = 0; depth_keys[i] = 0xffffffffu; rgb[3 * i] = 0.f; rgb[3 * i + 1] = 0.f; rgb[3 * i + 2] = 0.f;
+        geo[i] = make_float4(mx, my, 0.f, 0.f);
+        return;
+    }
+    const float4 rch = reach_constants(ca, cb, cc, opac);
+    rchs[i] = rch;
+    Reach q;
+    tile_rect(q, mx, my, (int)radius, tiles_x, tiles_y);
+    set_reach(q, cb, cc, rch);
     const int cnt = reach_count(q, H);
-    // alpha >= 1/255 box (blend's per-warp skip): |dx| <= sqrt(2 s a), |dy| <= sqrt(2 s c)
-    const float s = fmaxf(q.s, 0.f);
+    // alpha >= 1/255 box (blend's per-warp lists): |dx| <= sqrt(2 s a), |dy| <= sqrt(2 s c), + 1 px
+    const float s = fmaxf(logf(255.f * opac) + SIGMA_MARGIN, 0.f);
     geo[i] = make_float4(mx, my, sqrtf(2.f * s * a) + 1.f, sqrtf(2.f * s * c) + 1.f);
     counts[i] = cnt;
-    if (cnt == 0) return;
+    if (cnt == 0) {
+        depth_keys[i] = 0xffffffffu; rgb[3 * i] = 0.f; rgb[3 * i + 1] = 0.f; rgb[3 * i + 2] = 0.f;
+        return;
+    }
     depth_keys[i] = __float_as_uint(z);                           // z > 0: float order = uint order
     // SH colour of the Gaussians that reach a pixel (gsplat's sh_coeffs_to_color_fast)
     float dx = px - camx, dy = py - camy, dz = pz - camz;
@@ -240,6 +270,7 @@ extern "C" __global__ void project_kernel(const int n, const float* __restrict__
         }
         rgb[3 * i + ch] = fmaxf(v + 0.5f, 0.f);
     }
+    #undef CULL
 }
 
 // SH colour alone (the sh_colors stage for a camera the projection did not run for): all N.
@@ -293,11 +324,13 @@ extern "C" __global__ void gather_counts_kernel(const int n, const long long* __
     if (r < n) sorted_counts[r] = (long long)counts[order[r]];
 }
 
+// One thread per depth rank r in [first, last): consecutive threads write consecutive pairs.
 template <typename Key>
 __device__ __forceinline__ void duplicate(const int first, const int last, const long long* __restrict__ order,
     const long long* __restrict__ ends, const long long base, const int* __restrict__ counts,
-    const float4* __restrict__ geo, const float4* __restrict__ con, const int* __restrict__ radii,
-    const int tiles_x, const int tiles_y, const int H, Key* __restrict__ keys, int* __restrict__ gids)
+    const float4* __restrict__ geo, const float4* __restrict__ con, const float4* __restrict__ rchs,
+    const int* __restrict__ radii, const int tiles_x, const int tiles_y, const int H, Key* __restrict__ keys,
+    int* __restrict__ gids)
 {
     const int r = first + blockIdx.x * blockDim.x + threadIdx.x;
     if (r >= last) return;
@@ -307,7 +340,9 @@ __device__ __forceinline__ void duplicate(const int first, const int last, const
     const long long end = ends[r] - base;
     long long k = end - cnt;
     const float4 p = geo[g], cq = con[g];
-    const Reach q = make_reach(p.x, p.y, radii[g], cq.x, cq.y, cq.z, cq.w, tiles_x, tiles_y);
+    Reach q;
+    tile_rect(q, p.x, p.y, radii[g], tiles_x, tiles_y);
+    set_reach(q, cq.y, cq.z, rchs[g]);
     for (int ty = q.y0; ty < q.y1; ++ty) {
         int lo, hi;
         row_span(q, ty, H, lo, hi);
@@ -320,18 +355,22 @@ __device__ __forceinline__ void duplicate(const int first, const int last, const
 
 extern "C" __global__ void duplicate16_kernel(const int first, const int last, const long long* __restrict__ order,
     const long long* __restrict__ ends, const long long base, const int* __restrict__ counts,
-    const float4* __restrict__ geo, const float4* __restrict__ con, const int* __restrict__ radii,
-    const int tiles_x, const int tiles_y, const int H, unsigned short* __restrict__ keys, int* __restrict__ gids)
+    const float4* __restrict__ geo, const float4* __restrict__ con, const float4* __restrict__ rchs,
+    const int* __restrict__ radii, const int tiles_x, const int tiles_y, const int H,
+    unsigned short* __restrict__ keys, int* __restrict__ gids)
 {
-    duplicate<unsigned short>(first, last, order, ends, base, counts, geo, con, radii, tiles_x, tiles_y, H, keys, gids);
+    duplicate<unsigned short>(first, last, order, ends, base, counts, geo, con, rchs, radii, tiles_x, tiles_y, H,
+                              keys, gids);
 }
 
 extern "C" __global__ void duplicate32_kernel(const int first, const int last, const long long* __restrict__ order,
     const long long* __restrict__ ends, const long long base, const int* __restrict__ counts,
-    const float4* __restrict__ geo, const float4* __restrict__ con, const int* __restrict__ radii,
-    const int tiles_x, const int tiles_y, const int H, unsigned int* __restrict__ keys, int* __restrict__ gids)
+    const float4* __restrict__ geo, const float4* __restrict__ con, const float4* __restrict__ rchs,
+    const int* __restrict__ radii, const int tiles_x, const int tiles_y, const int H,
+    unsigned int* __restrict__ keys, int* __restrict__ gids)
 {
-    duplicate<unsigned int>(first, last, order, ends, base, counts, geo, con, radii, tiles_x, tiles_y, H, keys, gids);
+    duplicate<unsigned int>(first, last, order, ends, base, counts, geo, con, rchs, radii, tiles_x, tiles_y, H,
+                            keys, gids);
 }
 
 // offsets[t] = first index whose tile is >= t (offsets has n_tiles + 1 entries; m >= 1)
@@ -368,21 +407,54 @@ extern "C" __global__ void permute_ids_kernel(const int m, const long long* __re
 }
 
 // ---------------------------------------------------------------------------------------------
-// 5. blend: one block per 16x16 tile; warp w holds the 8x4 pixels at ((w & 1) * 8, (w >> 1) * 4).
+// 5. blend: one 256-thread block per 16x16 tile; warp w owns the 8x4 pixels at ((w & 1) * 8,
+// (w >> 1) * 4). A batch of 256 Gaussians is staged in shared memory with, per Gaussian, the
+// mask of the warps whose pixels its ellipse sigma <= ln(255 opacity) (+ margins) can reach,
+// found band by band like row_span; each warp then walks only its own entries, in order. Per
+// pixel the arithmetic is gsplat's, in gsplat's order.
 // first/last: this chunk is the first (start from T = 1) / last (write the image) of the view.
 
-extern "C" __global__ void __launch_bounds__(256) blend_kernel(const int* __restrict__ offsets, const int* __restrict__ ids,
-    const float4* __restrict__ geo, const float4* __restrict__ con, const float* __restrict__ colors,
-    const int W, const int H, const int tiles_x, const int first, const int last,
-    const float bg0, const float bg1, const float bg2, float* __restrict__ state_c, float* __restrict__ state_t,
-    unsigned char* __restrict__ state_done, float* __restrict__ rgb, float* __restrict__ alpha_out)
+__device__ __forceinline__ unsigned int warp_mask(const float4 p, const float4 q, const float4 r, const float tx0,
+    const float ty0)
+{
+    unsigned int m = 0;
+    if (r.x < 0.f) {                                   // no ellipse constants: the alpha >= 1/255 box
+        const unsigned int cols = (fabsf(p.x - (tx0 + 4.f)) <= p.z + 3.5f ? 0x55u : 0u)
+                                | (fabsf(p.x - (tx0 + 12.f)) <= p.z + 3.5f ? 0xaau : 0u);
+        unsigned int rows = 0;
+        for (int j = 0; j < 4; ++j)
+            if (fabsf(p.y - (ty0 + 2.f + 4.f * (float)j)) <= p.w + 1.5f) rows |= 3u << (2 * j);
+        return cols & rows;
+    }
+    const float det = q.x * q.z - q.y * q.y;
+    for (int j = 0; j < 4; ++j) {
+        const float e0 = fmaxf(ty0 + 4.f * (float)j + 0.4f - p.y, -r.x);
+        const float e1 = fminf(ty0 + 4.f * (float)j + 3.6f - p.y, r.x);
+        if (!(e0 <= e1)) continue;
+        const float yr = fminf(fmaxf(-r.y, e0), e1), yl = fminf(fmaxf(r.y, e0), e1);
+        const float XR = p.x + (-q.y * yr + sqrtf(fmaxf(0.f, r.z - det * yr * yr))) * r.w + 0.1f;
+        const float XL = p.x + (-q.y * yl - sqrtf(fmaxf(0.f, r.z - det * yl * yl))) * r.w - 0.1f;
+        if (XR >= tx0 + 0.5f && XL <= tx0 + 7.5f) m |= 1u << (2 * j);
+        if (XR >= tx0 + 8.5f && XL <= tx0 + 15.5f) m |= 2u << (2 * j);
+    }
+    return m;
+}
+
+extern "C" __global__ void __launch_bounds__(256) blend_kernel(const int* __restrict__ offsets,
+    const int* __restrict__ ids, const float4* __restrict__ geo, const float4* __restrict__ con,
+    const float4* __restrict__ rchs, const float* __restrict__ colors, const int W, const int H, const int tiles_x,
+    const int first, const int last, const float bg0, const float bg1, const float bg2,
+    float* __restrict__ state_c, float* __restrict__ state_t, unsigned char* __restrict__ state_done,
+    float* __restrict__ rgb, float* __restrict__ alpha_out)
 {
     __shared__ float4 s_geo[256];
     __shared__ float4 s_con[256];
     __shared__ float4 s_rgb[256];
+    __shared__ unsigned char s_mask[256];
+    __shared__ unsigned char s_list[8][256];
     const int tile = blockIdx.x, tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    const int ox = (tile % tiles_x) * TILE + (warp & 1) * 8, oy = (tile / tiles_x) * TILE + (warp >> 1) * 4;
-    const int px = ox + (lane & 7), py = oy + (lane >> 3);
+    const int tx0 = (tile % tiles_x) * TILE, ty0 = (tile / tiles_x) * TILE;
+    const int px = tx0 + (warp & 1) * 8 + (lane & 7), py = ty0 + (warp >> 1) * 4 + (lane >> 3);
     const bool inside = px < W && py < H;
     const int pix = py * W + px;
     float T = 1.f, c0 = 0.f, c1 = 0.f, c2 = 0.f;
@@ -392,36 +464,47 @@ extern "C" __global__ void __launch_bounds__(256) blend_kernel(const int* __rest
         done = state_done[pix] != 0;
     }
     const float fx = (float)px + 0.5f, fy = (float)py + 0.5f;
-    // this warp's pixel centres: a box of centre (wx, wy), half-sizes 3.5 x 1.5
-    const float wx = (float)ox + 4.f, wy = (float)oy + 2.f;
+    const unsigned int lanes_before = (1u << lane) - 1u;
     const int start = offsets[tile], end = offsets[tile + 1];
     for (int b = start; b < end; b += 256) {
         if (__syncthreads_count(done) == 256) break;              // every pixel of the tile is saturated
         const int idx = b + tid;
         if (idx < end) {
             const int g = ids[idx];
-            s_geo[tid] = geo[g];
-            s_con[tid] = con[g];
+            const float4 p = geo[g], q = con[g];
+            s_geo[tid] = p;
+            s_con[tid] = q;
             s_rgb[tid] = make_float4(colors[3 * g], colors[3 * g + 1], colors[3 * g + 2], 0.f);
+            s_mask[tid] = (unsigned char)warp_mask(p, q, rchs[g], (float)tx0, (float)ty0);
         }
         __syncthreads();
         const int cnt = min(256, end - b);
-        if (!done) {
-            for (int k = 0; k < cnt; ++k) {
-                const float4 p = s_geo[k];
-                // warp-uniform skip: the Gaussian's alpha >= 1/255 box misses this warp's pixels
-                if (fabsf(p.x - wx) > p.z + 3.5f || fabsf(p.y - wy) > p.w + 1.5f) continue;
-                const float4 q = s_con[k];
-                const float dx = p.x - fx, dy = p.y - fy;
-                const float sigma = 0.5f * (q.x * dx * dx + q.z * dy * dy) + q.y * dx * dy;
-                const float alpha = fminf(0.999f, q.w * __expf(-sigma));
-                if (sigma < 0.f || alpha < 1.f / 255.f) continue;
-                const float next_T = T * (1.f - alpha);
-                if (next_T <= 1e-4f) { done = true; break; }
-                const float w = alpha * T;
-                const float4 c = s_rgb[k];
-                c0 += c.x * w; c1 += c.y * w; c2 += c.z * w;
-                T = next_T;
+        if (!__all_sync(0xffffffffu, done)) {
+            int n_mine = 0;                                        // this warp's entries, in order
+            for (int c = 0; c < cnt; c += 32) {
+                const int j = c + lane;
+                const bool hit = j < cnt && ((s_mask[j] >> warp) & 1u);
+                const unsigned int ballot = __ballot_sync(0xffffffffu, hit);
+                if (hit) s_list[warp][n_mine + __popc(ballot & lanes_before)] = (unsigned char)j;
+                n_mine += __popc(ballot);
+            }
+            __syncwarp();
+            if (!done) {
+                for (int k = 0; k < n_mine; ++k) {
+                    const int j = s_list[warp][k];
+                    const float4 p = s_geo[j];
+                    const float4 q = s_con[j];
+                    const float dx = p.x - fx, dy = p.y - fy;
+                    const float sigma = 0.5f * (q.x * dx * dx + q.z * dy * dy) + q.y * dx * dy;
+                    const float alpha = fminf(0.999f, q.w * __expf(-sigma));
+                    if (sigma < 0.f || alpha < 1.f / 255.f) continue;
+                    const float next_T = T * (1.f - alpha);
+                    if (next_T <= 1e-4f) { done = true; break; }
+                    const float w = alpha * T;
+                    const float4 col = s_rgb[j];
+                    c0 += col.x * w; c1 += col.y * w; c2 += col.z * w;
+                    T = next_T;
+                }
             }
         }
         __syncthreads();                                           // before the next batch overwrites shared
@@ -437,18 +520,21 @@ extern "C" __global__ void __launch_bounds__(256) blend_kernel(const int* __rest
         state_done[pix] = done ? 1 : 0;
     }
 }
-
 """
 
 _module = None
+_functions: dict = {}
 
 
 def _kernel(name: str):
     """A kernel of the module, compiled on first use (CuPy caches the binary on disk)."""
     global _module
-    if _module is None:
-        _module = cp.RawModule(code=_SOURCE, options=("-std=c++17",))
-    return _module.get_function(name)
+    fn = _functions.get(name)
+    if fn is None:
+        if _module is None:
+            _module = cp.RawModule(code=_SOURCE, options=("-std=c++17",))
+        fn = _functions[name] = _module.get_function(name)
+    return fn
 
 
 def _grid(n: int) -> tuple[int]:
@@ -469,13 +555,14 @@ class GpuProjection(Projection):
     """:class:`Projection` plus the packed arrays the GPU kernels read.
 
     ``means2d`` and ``conics`` are views into ``geo`` (x, y, reach-x, reach-y) and ``con``
-    (a, b, c, opacity). ``counts`` is the number of tiles each Gaussian reaches (0: culled, or
+    (a, b, c, opacity); ``rch`` holds the constants of each Gaussian's tile reach. ``counts`` is the number of tiles each Gaussian reaches (0: culled, or
     too faint to reach 1/255 anywhere) and ``depth_keys`` its depth bits (all ones when it
     reaches no tile), the key of the global depth sort.
     """
 
     geo: object = None
     con: object = None
+    rch: object = None
     counts: object = None
     depth_keys: object = None
     colors: object = None
@@ -514,6 +601,7 @@ def project(g: Gaussians, camera: Camera) -> GpuProjection:
     tiles_x, tiles_y = stages.tile_grid(camera)
     geo, con = cp.empty((n, 4), f32), cp.empty((n, 4), f32)
     out = GpuProjection(geo[:, :2], con[:, :3], cp.empty(n, f32), cp.empty(n, np.int32), geo=geo, con=con,
+                        rch=cp.empty((n, 4), f32),
                         counts=cp.empty(n, np.int32), depth_keys=cp.empty(n, np.uint32),
                         colors=cp.empty((n, 3), f32), camera_key=_camera_key(camera))
     if n:
@@ -525,7 +613,7 @@ def project(g: Gaussians, camera: Camera) -> GpuProjection:
             np.int32(g.sh_degree), *[f32(v) for v in R.ravel()], *[f32(v) for v in t],
             f32(camera.fx), f32(camera.fy), f32(camera.cx), f32(camera.cy), *[f32(v) for v in c],
             np.int32(camera.width), np.int32(camera.height), np.int32(tiles_x), np.int32(tiles_y),
-            geo, con, out.depths, out.radii, out.colors, out.counts, out.depth_keys))
+            geo, con, out.depths, out.radii, out.colors, out.counts, out.depth_keys, out.rch))
     # the colour was computed with the projection: sh_colors hands it out for this camera
     g._gpu_colors = (out.camera_key, out.colors)
     return out
@@ -558,7 +646,7 @@ def _bins_for(p: GpuProjection, order, ends, first: int, last: int, base: int, m
     keys = cp.empty(m, np.uint32 if wide else np.uint16)
     gids = cp.empty(m, np.int32)
     _kernel("duplicate32_kernel" if wide else "duplicate16_kernel")(_grid(last - first), (BLOCK,), (
-        np.int32(first), np.int32(last), order, ends, np.int64(base), p.counts, p.geo, p.con, p.radii,
+        np.int32(first), np.int32(last), order, ends, np.int64(base), p.counts, p.geo, p.con, p.rch, p.radii,
         np.int32(tiles_x), np.int32(tiles_y), np.int32(height), keys, gids))
     perm = cp.argsort(keys)                         # stable radix sort of 16 (or 32) bit tile ids
     offsets = cp.empty(n_tiles + 1, np.int32)
@@ -616,6 +704,6 @@ def blend(p: GpuProjection, colors, opacities, bins: TileBins, camera: Camera, b
     bg = [f32(v) for v in background]
     for k, b in enumerate(chunks):
         _kernel("blend_kernel")((b.tiles_x * b.tiles_y,), (BLOCK,), (
-            b.offsets, b.gaussian_ids, p.geo, p.con, colors, np.int32(W), np.int32(H), np.int32(b.tiles_x),
+            b.offsets, b.gaussian_ids, p.geo, p.con, p.rch, colors, np.int32(W), np.int32(H), np.int32(b.tiles_x),
             np.int32(k == 0), np.int32(k == len(chunks) - 1), *bg, state_c, state_t, state_done, rgb, alpha))
     return rgb, alpha
