@@ -557,7 +557,8 @@ class GpuProjection(Projection):
     ``means2d`` and ``conics`` are views into ``geo`` (x, y, reach-x, reach-y) and ``con``
     (a, b, c, opacity); ``rch`` holds the constants of each Gaussian's tile reach. ``counts`` is the number of tiles each Gaussian reaches (0: culled, or
     too faint to reach 1/255 anywhere) and ``depth_keys`` its depth bits (all ones when it
-    reaches no tile), the key of the global depth sort.
+    reaches no tile), the key of the global depth sort. Rows with ``radii == 0`` hold no
+    meaningful ``means2d``/``conics`` (the kernel skips writing them).
     """
 
     geo: object = None
