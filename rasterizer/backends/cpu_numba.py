@@ -16,6 +16,7 @@ from numba import njit, prange
 
 from .. import stages
 from ..camera import Camera
+from ..sh import C0, C1, C2, C3
 from ..stages import Gaussians, Projection, TileBins
 
 f32 = np.float32
@@ -23,12 +24,8 @@ _TILE = stages.TILE
 _NEAR, _FAR = f32(stages.NEAR), f32(stages.FAR)
 _EPS2D = f32(stages.EPS2D)
 _ALPHA_MIN, _ALPHA_MAX, _T_MIN = f32(stages.ALPHA_MIN), f32(stages.ALPHA_MAX), f32(stages.T_MIN)
-_C0 = f32(0.28209479177387814)
-_C1 = f32(0.4886025119029199)
-_C2 = np.array([1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792,
-                0.5462742152960396], np.float32)
-_C3 = np.array([-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154,
-                -0.4570457994644658, 1.445305721320277, -0.5900435899266435], np.float32)
+_C0, _C1 = f32(C0), f32(C1)                # the SH constants of rendering.md, from one place
+_C2, _C3 = np.array(C2, np.float32), np.array(C3, np.float32)
 _ZERO, _HALF, _ONE, _TWO, _THREE, _FOUR = f32(0), f32(0.5), f32(1), f32(2), f32(3), f32(4)
 _LOG255 = f32(math.log(255.0))
 
