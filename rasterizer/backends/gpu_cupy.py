@@ -149,6 +149,39 @@ __device__ __forceinline__ int reach_count(const Reach& q, const int H)
 // ---------------------------------------------------------------------------------------------
 // 2 + 3. projection (gsplat 1.4.0 fully_fused_projection, pinhole) + SH colour + tile count
 
+// gsplat's sh_coeffs_to_color_fast at the unit direction (dx, dy, dz), then max(. + 0.5, 0)
+__device__ __forceinline__ void sh_to_rgb(const float* __restrict__ co, const int degree, const float dx,
+    const float dy, const float dz, float* __restrict__ out)
+{
+    for (int ch = 0; ch < 3; ++ch) {
+        float v = 0.2820947917738781f * co[ch];
+        if (degree >= 1) {
+            v += 0.48860251190292f * (-dy * co[3 + ch] + dz * co[6 + ch] - dx * co[9 + ch]);
+            if (degree >= 2) {
+                const float z2 = dz * dz, fTmp0B = -1.092548430592079f * dz;
+                const float fC1 = dx * dx - dy * dy, fS1 = 2.f * dx * dy;
+                const float pSH6 = 0.9461746957575601f * z2 - 0.3153915652525201f;
+                const float pSH7 = fTmp0B * dx, pSH5 = fTmp0B * dy;
+                const float pSH8 = 0.5462742152960395f * fC1, pSH4 = 0.5462742152960395f * fS1;
+                v += pSH4 * co[12 + ch] + pSH5 * co[15 + ch] + pSH6 * co[18 + ch] + pSH7 * co[21 + ch]
+                     + pSH8 * co[24 + ch];
+                if (degree >= 3) {
+                    const float fTmp0C = -2.285228997322329f * z2 + 0.4570457994644658f;
+                    const float fTmp1B = 1.445305721320277f * dz;
+                    const float fC2 = dx * fC1 - dy * fS1, fS2 = dx * fS1 + dy * fC1;
+                    const float pSH12 = dz * (1.865881662950577f * z2 - 1.119528997770346f);
+                    const float pSH13 = fTmp0C * dx, pSH11 = fTmp0C * dy;
+                    const float pSH14 = fTmp1B * fC1, pSH10 = fTmp1B * fS1;
+                    const float pSH15 = -0.5900435899266435f * fC2, pSH9 = -0.5900435899266435f * fS2;
+                    v += pSH9 * co[27 + ch] + pSH10 * co[30 + ch] + pSH11 * co[33 + ch] + pSH12 * co[36 + ch]
+                         + pSH13 * co[39 + ch] + pSH14 * co[42 + ch] + pSH15 * co[45 + ch];
+                }
+            }
+        }
+        out[ch] = fmaxf(v + 0.5f, 0.f);
+    }
+}
+
 extern "C" __global__ void project_kernel(const int n, const float* __restrict__ means, const float* __restrict__ quats,
     const float* __restrict__ scales, const float* __restrict__ opacities, const float* __restrict__ sh,
     const int K, const int degree,
@@ -243,33 +276,7 @@ extern "C" __global__ void project_kernel(const int n, const float* __restrict__
     const float inorm = rsqrtf(dx * dx + dy * dy + dz * dz);
     dx *= inorm; dy *= inorm; dz *= inorm;
     const float* co = sh + (long long)i * K * 3;
-    for (int ch = 0; ch < 3; ++ch) {
-        float v = 0.2820947917738781f * co[ch];
-        if (degree >= 1) {
-            v += 0.48860251190292f * (-dy * co[3 + ch] + dz * co[6 + ch] - dx * co[9 + ch]);
-            if (degree >= 2) {
-                const float z2 = dz * dz, fTmp0B = -1.092548430592079f * dz;
-                const float fC1 = dx * dx - dy * dy, fS1 = 2.f * dx * dy;
-                const float pSH6 = 0.9461746957575601f * z2 - 0.3153915652525201f;
-                const float pSH7 = fTmp0B * dx, pSH5 = fTmp0B * dy;
-                const float pSH8 = 0.5462742152960395f * fC1, pSH4 = 0.5462742152960395f * fS1;
-                v += pSH4 * co[12 + ch] + pSH5 * co[15 + ch] + pSH6 * co[18 + ch] + pSH7 * co[21 + ch]
-                     + pSH8 * co[24 + ch];
-                if (degree >= 3) {
-                    const float fTmp0C = -2.285228997322329f * z2 + 0.4570457994644658f;
-                    const float fTmp1B = 1.445305721320277f * dz;
-                    const float fC2 = dx * fC1 - dy * fS1, fS2 = dx * fS1 + dy * fC1;
-                    const float pSH12 = dz * (1.865881662950577f * z2 - 1.119528997770346f);
-                    const float pSH13 = fTmp0C * dx, pSH11 = fTmp0C * dy;
-                    const float pSH14 = fTmp1B * fC1, pSH10 = fTmp1B * fS1;
-                    const float pSH15 = -0.5900435899266435f * fC2, pSH9 = -0.5900435899266435f * fS2;
-                    v += pSH9 * co[27 + ch] + pSH10 * co[30 + ch] + pSH11 * co[33 + ch] + pSH12 * co[36 + ch]
-                         + pSH13 * co[39 + ch] + pSH14 * co[42 + ch] + pSH15 * co[45 + ch];
-                }
-            }
-        }
-        rgb[3 * i + ch] = fmaxf(v + 0.5f, 0.f);
-    }
+    sh_to_rgb(co, degree, dx, dy, dz, rgb + 3 * i);
     #undef CULL
 }
 
@@ -284,33 +291,7 @@ extern "C" __global__ void sh_kernel(const int n, const int K, const int degree,
     const float inorm = nn > 0.f ? rsqrtf(nn) : 0.f;
     dx *= inorm; dy *= inorm; dz *= inorm;
     const float* co = sh + (long long)i * K * 3;
-    for (int ch = 0; ch < 3; ++ch) {
-        float v = 0.2820947917738781f * co[ch];
-        if (degree >= 1) {
-            v += 0.48860251190292f * (-dy * co[3 + ch] + dz * co[6 + ch] - dx * co[9 + ch]);
-            if (degree >= 2) {
-                const float z2 = dz * dz, fTmp0B = -1.092548430592079f * dz;
-                const float fC1 = dx * dx - dy * dy, fS1 = 2.f * dx * dy;
-                const float pSH6 = 0.9461746957575601f * z2 - 0.3153915652525201f;
-                const float pSH7 = fTmp0B * dx, pSH5 = fTmp0B * dy;
-                const float pSH8 = 0.5462742152960395f * fC1, pSH4 = 0.5462742152960395f * fS1;
-                v += pSH4 * co[12 + ch] + pSH5 * co[15 + ch] + pSH6 * co[18 + ch] + pSH7 * co[21 + ch]
-                     + pSH8 * co[24 + ch];
-                if (degree >= 3) {
-                    const float fTmp0C = -2.285228997322329f * z2 + 0.4570457994644658f;
-                    const float fTmp1B = 1.445305721320277f * dz;
-                    const float fC2 = dx * fC1 - dy * fS1, fS2 = dx * fS1 + dy * fC1;
-                    const float pSH12 = dz * (1.865881662950577f * z2 - 1.119528997770346f);
-                    const float pSH13 = fTmp0C * dx, pSH11 = fTmp0C * dy;
-                    const float pSH14 = fTmp1B * fC1, pSH10 = fTmp1B * fS1;
-                    const float pSH15 = -0.5900435899266435f * fC2, pSH9 = -0.5900435899266435f * fS2;
-                    v += pSH9 * co[27 + ch] + pSH10 * co[30 + ch] + pSH11 * co[33 + ch] + pSH12 * co[36 + ch]
-                         + pSH13 * co[39 + ch] + pSH14 * co[42 + ch] + pSH15 * co[45 + ch];
-                }
-            }
-        }
-        rgb[3 * i + ch] = fmaxf(v + 0.5f, 0.f);
-    }
+    sh_to_rgb(co, degree, dx, dy, dz, rgb + 3 * i);
 }
 
 // ---------------------------------------------------------------------------------------------
