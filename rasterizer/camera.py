@@ -83,10 +83,6 @@ class Camera:
         """The nerfstudio (OpenGL) camera-to-world 4x4 matrix of this camera."""
         return np.linalg.inv(self.world_to_camera) @ _GL_TO_CV
 
-    def resized(self, width: int, height: int) -> "Camera":
-        """Same pose and vertical field of view at another image size."""
-        return Camera.from_fov(self.world_to_camera, self.fov_y_deg, width, height)
-
     def to_camera_path_entry(self) -> dict:
         return {"camera_to_world": self.camera_to_world_opengl().reshape(-1).tolist(),
                 "fov": self.fov_y_deg, "aspect": self.width / self.height}

@@ -102,7 +102,7 @@ def cmd_preview(args) -> int:
 def cmd_info(args) -> int:
     scene = _load(args.scene)
     b = robust_bounds(scene)
-    opac = scene.robust_sigmoid_opacity()
+    opac = scene.sigmoid_opacities()
     fmt = lambda v: "(" + ", ".join(f"{x:.4g}" for x in v) + ")"  # noqa: E731
     print(f"file:          {args.scene}")
     print(f"gaussians:     {len(scene)}")

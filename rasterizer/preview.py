@@ -73,7 +73,7 @@ def parse_up(up: str) -> np.ndarray:
 
 def robust_bounds(scene: Scene, min_opacity: float = 0.1, percentiles=(2.0, 98.0)) -> Bounds:
     """Per-axis percentile box of the opaque Gaussians (floaters and outliers ignored)."""
-    opaque = scene.robust_sigmoid_opacity() >= min_opacity
+    opaque = scene.sigmoid_opacities() >= min_opacity
     enough = max(16, int(0.005 * len(scene)))
     pts = scene.means[opaque] if opaque.sum() >= min(enough, len(scene)) else scene.means
     lo, hi = np.percentile(pts.astype(np.float64), percentiles, axis=0)

@@ -62,7 +62,7 @@ class Scene:
         return Scene(self.means[index], self.scales[index], self.quats[index], self.opacities[index],
                      self.sh[index], None if self.normals is None else self.normals[index], self.source)
 
-    def robust_sigmoid_opacity(self) -> np.ndarray:
+    def sigmoid_opacities(self) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.opacities.astype(np.float64)))
 
 
