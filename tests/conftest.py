@@ -1,20 +1,14 @@
 """Shared fixtures: the real scenes (skipped with a reason when absent) and image metrics."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SCENE_FILES = ("loadersgl-train-1000.ply", "v3dg-donut-fused.ply", "aframe-gs-luma-seal.splat",
-               "playcanvas-playbot-lod0-500k.ply")
+from bench.scenes import REAL_SCENES, REPO, scenes_dir
 
-
-def scenes_dir() -> Path | None:
-    d = Path(os.environ.get("SPLATTER_SCENES", REPO.parent / "shared" / "scenes"))
-    return d if d.is_dir() else None
+SCENE_FILES = tuple(REAL_SCENES)
 
 
 def scene_path(name: str) -> Path:

@@ -4,14 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import assert_images_agree, scene_path
+from conftest import SCENE_FILES, assert_images_agree, scene_path
 from rasterizer.backends import available
 from rasterizer.render import Prepared
 from rasterizer.scene import load_scene
-from rasterizer.testcams import cameras_for
+from cameras import cameras_for
 
-SCENES = ["loadersgl-train-1000.ply", "v3dg-donut-fused.ply", "aframe-gs-luma-seal.splat",
-          "playcanvas-playbot-lod0-500k.ply"]
+SCENES = list(SCENE_FILES)
 
 
 @pytest.fixture(scope="module", params=SCENES)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import REPO, scene_path
 from rasterizer.camera import write_camera_path
-from rasterizer.testcams import cameras_for
+from cameras import cameras_for
 
 
 def run(*args, cwd=REPO):

@@ -126,7 +126,7 @@ def test_expf_is_glibcs_bit_for_bit():
 def test_peak_memory_is_well_under_twice_the_ply(tmp_path):
     """A 200k-Gaussian SH-3 PLY (≈ 50 MB) converts in a fresh process with a peak (VmHWM − RSS
     before) under 2× the file: only the 14 needed properties are held, read in chunks."""
-    from rasterizer.bench_convert import _run_child, make_sh3_ply
+    from bench.convert import _run_child, make_sh3_ply
     ply = make_sh3_ply(tmp_path / "sh3.ply", 200_000)
     res = _run_child("ours", ply, tmp_path / "ours.splat")
     size = ply.stat().st_size

@@ -13,21 +13,20 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, assert_images_agree, scene_path
+from conftest import REPO, SCENE_FILES, assert_images_agree, scene_path
 from rasterizer import stages
 from rasterizer.backends import gpu_unavailable_reason
 from rasterizer.camera import Camera
 from rasterizer.render import Prepared, render_batch
 from rasterizer.scene import load_scene
-from rasterizer.testcams import cameras_for
+from cameras import cameras_for
 
 REASON = gpu_unavailable_reason()
 gpu = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=f"GPU backend unavailable: {REASON}")]
 HAVE_NUMBA_BACKEND = importlib.util.find_spec("rasterizer.backends.cpu_numba") is not None
 BG = (0.1, 0.2, 0.3)
 
-SCENES = ["loadersgl-train-1000.ply", "v3dg-donut-fused.ply", "aframe-gs-luma-seal.splat",
-          "playcanvas-playbot-lod0-500k.ply"]
+SCENES = list(SCENE_FILES)
 
 
 @pytest.fixture(scope="module", params=SCENES)
@@ -162,9 +161,9 @@ def test_huge_splats_around_the_camera_chunk_one_gaussian_at_a_time(monkeypatch)
 @pytest.mark.skipif(REASON is not None, reason=f"GPU backend unavailable: {REASON}")
 def test_3m_gaussians_at_1080p_stay_under_1_gib():
     import cupy as cp
-    from rasterizer.bench_gpu import PeakMemory
+    from bench.gpu import PeakMemory
     from rasterizer.preview import preview_cameras
-    from rasterizer.tiling import tile_scene
+    from bench.scenes import tile_scene
     base = load_scene(scene_path("playcanvas-playbot-lod0-500k.ply"))
     scene = tile_scene(base, 3_000_000)
     del base
@@ -183,7 +182,7 @@ def test_3m_gaussians_at_1080p_stay_under_1_gib():
 # --------------------------------------------------------------------------- everywhere (CI too)
 
 def test_importing_the_package_does_not_import_cupy():
-    code = ("import sys, rasterizer, rasterizer.backends, rasterizer.render, rasterizer.bench_gpu; "
+    code = ("import sys, rasterizer, rasterizer.backends, rasterizer.render, bench.gpu; "
             "assert 'cupy' not in sys.modules, 'cupy imported'")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -121,7 +121,7 @@ def test_bad_input_names_file_and_problem(tmp_path, case, expect):
 
 def test_million_gaussian_sh3_ply_loads_under_3x_its_size(tmp_path):
     """Peak RSS of a fresh process loading a ~248 MB PLY stays under 3x the file size."""
-    from rasterizer.tiling import tile_scene
+    from bench.scenes import tile_scene
     src = load_scene(scene_path("loadersgl-train-1000.ply"))
     big = save_ply(tile_scene(src, 1_000_000), tmp_path / "big.ply")
     size = big.stat().st_size

@@ -16,8 +16,8 @@ python3 -c "import cupy, numba, torch; print('cupy', cupy.__version__, 'numba', 
 
 # compile cost: a fresh CuPy kernel cache, then a second process on the same cache
 export CUPY_CACHE_DIR=/tmp/cupy_cache_fresh; rm -rf "$CUPY_CACHE_DIR"
-t0=$(date +%s%N); python3 -m rasterizer.bench_gpu --compile-only 2>&1 | tee "$OUT/compile.log" || exit 1
-t1=$(date +%s%N); python3 -m rasterizer.bench_gpu --compile-only 2>&1 | tee -a "$OUT/compile.log"
+t0=$(date +%s%N); python3 -m bench.gpu --compile-only 2>&1 | tee "$OUT/compile.log" || exit 1
+t1=$(date +%s%N); python3 -m bench.gpu --compile-only 2>&1 | tee -a "$OUT/compile.log"
 t2=$(date +%s%N)
 echo "whole process: first $(( (t1 - t0) / 1000000 )) ms, second (cached) $(( (t2 - t1) / 1000000 )) ms" | tee -a "$OUT/compile.log"
 
@@ -35,5 +35,5 @@ if [ "$stage" != bench ]; then
 fi
 if [ "$stage" != tests ]; then
   wait $build; tail -2 "$OUT/gsplat_build.log"
-  timeout 240 python3 -m rasterizer.bench_gpu --repeat 20 2>&1 | tee "$OUT/bench_gpu.log"
+  timeout 240 python3 -m bench.gpu --repeat 20 2>&1 | tee "$OUT/bench_gpu.log"
 fi

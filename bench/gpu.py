@@ -1,4 +1,4 @@
-"""``python -m rasterizer.bench_gpu``: the CuPy backend against gsplat 1.4.0, in the same process.
+"""``python -m bench.gpu``: the CuPy backend against gsplat 1.4.0, in the same process.
 
 For each scene (the real ones, and 1M / 3M Gaussians tiled on a grid from a real scene),
 resolution (1920x1080, 1280x720) and camera (the ¾ ``angle`` preview and the ``top`` one): the
@@ -10,7 +10,7 @@ included) and of gsplat's (PyTorch's allocator). The standalone run also reports
 compile cost (first process, and again with CuPy's disk cache) and a whole preview step on the
 GPU (load PLY → upload → 2 views → JPEGs).
 
-``rasterizer.bench`` calls :func:`run_gpu_bench` when a GPU is present. Nothing here imports
+``python -m bench`` calls :func:`run_gpu_bench` when a GPU is present. Nothing here imports
 CuPy, PyTorch or gsplat at module import time.
 """
 from __future__ import annotations
@@ -25,14 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .imageio import psnr
-from .preview import preview_cameras
-from .render import Prepared
-from .scene import Scene, load_scene
-from .tiling import tile_scene
+from rasterizer.imageio import psnr
+from rasterizer.preview import preview_cameras
+from rasterizer.render import Prepared
+from rasterizer.scene import Scene, load_scene
 
-REAL = (("loadersgl-train-1000.ply", "y"), ("v3dg-donut-fused.ply", "y"), ("aframe-gs-luma-seal.splat", "y"),
-        ("playcanvas-playbot-lod0-500k.ply", "-y"))
+from .scenes import BIG_SCENE, REAL_SCENES, SH3_SCENE, scenes_dir, tile_scene
 TARGETS_MS = {1_000_000: 3.2, 3_000_000: 4.7}      # gsplat 1.4.0 on an H200 at 1920x1080 (issue 3)
 
 
@@ -197,12 +195,12 @@ def run_gpu_bench(scenes: dict, out=print, repeat: int = 20, sizes=((1920, 1080)
 def compile_report(out=print) -> None:
     """Time the first kernel load of this process and the first frame (CuPy's own kernels too)."""
     import cupy as cp
-    from .backends import gpu_cupy
+    from rasterizer.backends import gpu_cupy
     t0 = time.perf_counter()
     gpu_cupy._kernel("blend_kernel")
     cp.cuda.Device().synchronize()
     t1 = time.perf_counter()
-    from .demo import demo_scene
+    from rasterizer.demo import demo_scene
     scene = demo_scene()
     prepared = Prepared(scene, "gpu")
     cam = preview_cameras(scene, size=(640, 480))["angle"]
@@ -217,20 +215,20 @@ def compile_report(out=print) -> None:
 
 def preview_step(scene: Scene, up: str, out=print, label: str = "") -> None:
     """Load PLY → upload → 2 views → JPEGs, on the GPU, timed end to end in this process."""
-    from .scene import save_ply
+    from rasterizer.scene import save_ply
     with tempfile.TemporaryDirectory() as tmp:
         path = save_ply(scene, Path(tmp) / "scene.ply")
         t0 = time.perf_counter()
         s = load_scene(path)
         t1 = time.perf_counter()
         try:
-            from .preview import write_previews
+            from rasterizer.preview import write_previews
             t2 = time.perf_counter()
             prepared = Prepared(s, "gpu")
             t3 = time.perf_counter()
             write_previews(s, Path(tmp) / "pv", up=up, backend="gpu", prepared=prepared)
         except ImportError:
-            from .imageio import save_image
+            from rasterizer.imageio import save_image
             t2 = time.perf_counter()
             prepared = Prepared(s, "gpu")
             t3 = time.perf_counter()
@@ -245,26 +243,26 @@ def preview_step(scene: Scene, up: str, out=print, label: str = "") -> None:
 def bench_scenes(d: Path | None) -> dict:
     scenes = {}
     if d is not None:
-        for f, up in REAL:
+        for f, up in REAL_SCENES.items():
             if (d / f).is_file():
                 scenes[f] = (load_scene(d / f), up)
-    if "playbot" in " ".join(scenes):
-        base = scenes["playcanvas-playbot-lod0-500k.ply"][0]
+    if BIG_SCENE in scenes:
+        base = scenes[BIG_SCENE][0]
         scenes["tiled-1M (playbot x2, SH0)"] = (tile_scene(base, 1_000_000), "-y")
         scenes["tiled-3M (playbot x6, SH0)"] = (tile_scene(base, 3_000_000), "-y")
-    if "loadersgl-train-1000.ply" in scenes:
-        scenes["tiled-1M (train x1000, SH3)"] = (tile_scene(scenes["loadersgl-train-1000.ply"][0], 1_000_000), "y")
+    if SH3_SCENE in scenes:
+        scenes["tiled-1M (train x1000, SH3)"] = (tile_scene(scenes[SH3_SCENE][0], 1_000_000), "y")
     return scenes
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m rasterizer.bench_gpu", description=__doc__.splitlines()[0])
-    default_dir = Path(__file__).resolve().parents[1].parent / "shared" / "scenes"
-    ap.add_argument("--scenes", default=os.environ.get("SPLATTER_SCENES", str(default_dir)))
+    ap = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__.splitlines()[0])
+    ap.add_argument("--scenes", default=str(scenes_dir() or ""), help="folder of the real scenes "
+                    "(default $SPLATTER_SCENES or ../shared/scenes)")
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--compile-only", action="store_true", help="only the compile / first-frame report")
     args = ap.parse_args(argv)
-    from .backends import gpu_unavailable_reason
+    from rasterizer.backends import gpu_unavailable_reason
     reason = gpu_unavailable_reason()
     if reason:
         print(f"GPU benchmark skipped: {reason}")
@@ -272,12 +270,12 @@ def main(argv=None) -> int:
     compile_report()
     if args.compile_only:
         return 0
-    d = Path(args.scenes) if Path(args.scenes).is_dir() else None
+    d = Path(args.scenes) if args.scenes and Path(args.scenes).is_dir() else None
     if d is None:
         print(f"# real scenes not found in {args.scenes}; set SPLATTER_SCENES")
     scenes = bench_scenes(d)
     run_gpu_bench(scenes, repeat=args.repeat)
-    for name, label in (("playcanvas-playbot-lod0-500k.ply", ", playbot 500k PLY"),
+    for name, label in ((BIG_SCENE, ", playbot 500k PLY"),
                         ("tiled-1M (train x1000, SH3)", ", 1M SH-3 PLY")):
         if name in scenes:
             preview_step(*scenes[name], label=label)

@@ -1,6 +1,6 @@
 """A fixed set of test cameras for any scene, derived from its robust bounds.
 
-Used by the backend-agreement tests (CPU and GPU) and the benchmark, so that every backend
+Used by the backend-agreement tests (CPU and GPU), so that every backend
 is checked on the same hard cases: oblique and top views, a camera inside the scene, one far
 away, an image size that is not a multiple of 16, and one looking away from everything.
 """
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .camera import Camera
-from .preview import preview_cameras, robust_bounds
-from .scene import Scene
+from rasterizer.camera import Camera
+from rasterizer.preview import preview_cameras, robust_bounds
+from rasterizer.scene import Scene
 
 
 def cameras_for(scene: Scene, size=(517, 389), up: str = "y") -> dict[str, Camera]:

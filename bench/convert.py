@@ -1,6 +1,6 @@
 """Benchmark of the PLY → ``.splat`` conversion against ``ply2splat`` 0.6.0.
 
-    python -m rasterizer.bench_convert [--gaussians 1000000] [--repeat 3] [--source PLY]
+    python -m bench.convert [--gaussians 1000000] [--repeat 3] [--source PLY]
 
 Builds an SH-3 PLY of the requested size in a temp dir (the real SH-3 scene tiled on a grid,
 the demo scene when the real scenes are absent), then runs each converter in a fresh process,
@@ -20,8 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SH3_SCENE = "loadersgl-train-1000.ply"
+from .scenes import REPO, SH3_SCENE, find_scene
 
 _CHILD = r"""
 import json, sys, time
@@ -47,15 +46,15 @@ print(json.dumps({{'wall_s': wall, 'peak_bytes': status('VmHWM') - base}}))
 
 def make_sh3_ply(path: Path, n: int, source: Path | None = None) -> Path:
     """An ``n``-Gaussian SH-3 PLY: ``source`` (default: the real SH-3 scene, else the demo) tiled."""
-    from .scene import load_scene, save_ply
-    from .tiling import tile_scene
+    from rasterizer.scene import load_scene, save_ply
+
+    from .scenes import tile_scene
     if source is None:
-        d = Path(os.environ.get("SPLATTER_SCENES", REPO.parent / "shared" / "scenes"))
-        source = d / SH3_SCENE if (d / SH3_SCENE).is_file() else None
+        source = find_scene(SH3_SCENE)
     if source is not None:
         base = load_scene(source)
     else:
-        from .demo import demo_scene
+        from rasterizer.demo import demo_scene
         base = demo_scene()
     return save_ply(tile_scene(base, n), path)
 
@@ -88,7 +87,7 @@ def bench_convert(n: int = 1_000_000, repeat: int = 3, source: Path | None = Non
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m rasterizer.bench_convert", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.convert", description=__doc__.splitlines()[0])
     ap.add_argument("--gaussians", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--source", type=Path, default=None, help="PLY to tile (default: the real SH-3 scene)")

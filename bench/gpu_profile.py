@@ -1,22 +1,18 @@
 """Where a GPU frame's time goes: per stage and inside bin_tiles, host time and device time.
 
-python tools/gpu_profile.py  (needs CuPy, a device and $SPLATTER_SCENES)
+python -m bench.gpu_profile  (needs CuPy, a device and the real scenes)
 """
-import os
-import sys
-from pathlib import Path
-
 import cupy as cp
 import numpy as np
 from cupyx.profiler import benchmark
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from rasterizer import stages  # noqa: E402
-from rasterizer.backends import gpu_cupy as be  # noqa: E402
-from rasterizer.preview import preview_cameras  # noqa: E402
-from rasterizer.render import Prepared  # noqa: E402
-from rasterizer.scene import load_scene  # noqa: E402
-from rasterizer.tiling import tile_scene  # noqa: E402
+from rasterizer import stages
+from rasterizer.backends import gpu_cupy as be
+from rasterizer.preview import preview_cameras
+from rasterizer.render import Prepared
+from rasterizer.scene import load_scene
+
+from .scenes import BIG_SCENE, SH3_SCENE, find_scene, tile_scene
 
 
 def show(label, r):
@@ -74,9 +70,10 @@ def profile(name, scene, up, size=(1920, 1080), view="angle"):
 
 
 def main():
-    d = Path(os.environ["SPLATTER_SCENES"])
-    base = load_scene(d / "playcanvas-playbot-lod0-500k.ply")
-    train = load_scene(d / "loadersgl-train-1000.ply")
+    if find_scene(BIG_SCENE) is None or find_scene(SH3_SCENE) is None:
+        raise SystemExit("the real scenes are needed: set SPLATTER_SCENES")
+    base = load_scene(find_scene(BIG_SCENE))
+    train = load_scene(find_scene(SH3_SCENE))
     profile("train-1000", train, "y")
     profile("tiled-1M playbot", tile_scene(base, 1_000_000), "-y")
     s3 = tile_scene(base, 3_000_000)

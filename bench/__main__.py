@@ -1,4 +1,4 @@
-"""``python -m rasterizer.bench``: load and render timings, peak memory and ratios per backend.
+"""``python -m bench``: load and render timings, peak memory and ratios per backend.
 
 Scenes: the built-in demo, every real scene found in ../shared/scenes (or $SPLATTER_SCENES),
 and a 1M-Gaussian SH-3 scene made by tiling the real SH-3 scene on a grid (written to a
@@ -11,7 +11,6 @@ Speed targets live here, not in tests: the table prints them next to the figures
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -19,21 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from .backends import available
-from .demo import demo_scene
-from .preview import preview_cameras
-from .render import Prepared
-from .scene import load_scene, save_ply
-from .tiling import tile_scene
+from rasterizer.backends import available
+from rasterizer.demo import demo_scene
+from rasterizer.preview import preview_cameras
+from rasterizer.render import Prepared
+from rasterizer.scene import load_scene, save_ply
 
-REAL = ("loadersgl-train-1000.ply", "v3dg-donut-fused.ply", "aframe-gs-luma-seal.splat",
-        "playcanvas-playbot-lod0-500k.ply")
-UP = {"playcanvas-playbot-lod0-500k.ply": "-y"}
-
-
-def scenes_dir() -> Path | None:
-    d = Path(os.environ.get("SPLATTER_SCENES", Path(__file__).resolve().parents[1].parent / "shared" / "scenes"))
-    return d if d.is_dir() else None
+from .scenes import REAL_SCENES, SH3_SCENE, scenes_dir, tile_scene
 
 
 # --------------------------------------------------------------------------- memory
@@ -79,7 +70,7 @@ def time_render(scene, cam, backend: str, repeat: int) -> tuple[float, float, fl
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m rasterizer.bench", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("--backends", nargs="+", default=None, help="default: every available backend")
     ap.add_argument("--sizes", nargs="+", default=["1280x720", "1920x1080"])
     ap.add_argument("--views", nargs="+", default=["angle"], choices=["angle", "top"])
@@ -96,14 +87,14 @@ def main(argv=None) -> int:
     if d is None:
         print(f"# real scenes not found ({d}); set SPLATTER_SCENES. Benchmarking the demo scene only.")
     else:
-        for name in REAL:
+        for name, up in REAL_SCENES.items():
             if (d / name).is_file():
                 t0 = time.perf_counter()
                 s = load_scene(d / name)
-                scenes[name] = (s, UP.get(name, "y"), time.perf_counter() - t0)
+                scenes[name] = (s, up, time.perf_counter() - t0)
     big_path = None
-    if args.million and d is not None and (d / REAL[0]).is_file():
-        big_path = save_ply(tile_scene(load_scene(d / REAL[0]), args.million), tmp / "tiled-1M-sh3.ply")
+    if args.million and d is not None and (d / SH3_SCENE).is_file():
+        big_path = save_ply(tile_scene(load_scene(d / SH3_SCENE), args.million), tmp / "tiled-1M-sh3.ply")
         reset_peak_rss()
         base = peak_rss_mib()
         t0 = time.perf_counter()
@@ -145,19 +136,19 @@ def main(argv=None) -> int:
         wall = time.perf_counter() - t0
         print(f"\n# python -m rasterizer preview on the 1M SH-3 PLY, end to end (new process, load + 2 views + "
               f"JPEG): {wall:.2f} s (target <= 5 s){'' if r.returncode == 0 else ' FAILED: ' + r.stderr[-300:]}")
-    print("\n# convert step (splat_rot.ply -> .splat) against ply2splat: python -m rasterizer.bench_convert")
+    print("\n# convert step (splat_rot.ply -> .splat) against ply2splat: python -m bench.convert")
     try:
-        from .bench_convert import main as convert_main
+        from .convert import main as convert_main
         convert_main(["--gaussians", str(args.million or 1_000_000), "--repeat", "3"])
     except Exception as e:  # ply2splat missing, or no real scene to tile
         print(f"# convert benchmark skipped: {type(e).__name__}: {e}")
     if "gpu" in backends:
         try:
-            from . import bench_gpu
+            from . import gpu as bench_gpu
         except ImportError:
             bench_gpu = None
         if bench_gpu is not None:
-            print("\n# GPU backend against gsplat (rasterizer.bench_gpu)")
+            print("\n# GPU backend against gsplat (bench.gpu)")
             bench_gpu.run_gpu_bench({k: (v[0], v[1]) for k, v in scenes.items()})
     return 0
 
