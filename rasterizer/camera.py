@@ -19,6 +19,11 @@ from .errors import SceneError
 
 _GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
 
+#: camera models, gsplat 1.4.0's names: ``pinhole`` (perspective; fx, fy in pixels) and ``ortho``
+#: (orthographic; fx, fy in pixels per world unit, the projection Jacobian is constant)
+PINHOLE, ORTHO = "pinhole", "ortho"
+MODELS = (PINHOLE, ORTHO)
+
 
 @dataclass(frozen=True)
 class Camera:
@@ -29,10 +34,13 @@ class Camera:
     cx: float
     cy: float
     world_to_camera: np.ndarray  # (4, 4) float64, OpenCV convention
+    model: str = PINHOLE         # PINHOLE or ORTHO
 
     def __post_init__(self) -> None:
         if self.width <= 0 or self.height <= 0:
             raise ValueError(f"camera size must be positive, got {self.width}x{self.height}")
+        if self.model not in MODELS:
+            raise ValueError(f"camera model must be one of {', '.join(MODELS)}, got {self.model!r}")
         w2c = np.asarray(self.world_to_camera, dtype=np.float64)
         if w2c.shape != (4, 4) or not np.isfinite(w2c).all():
             raise ValueError("world_to_camera must be a finite 4x4 matrix")
@@ -55,22 +63,34 @@ class Camera:
     @classmethod
     def look_at(cls, eye, target, up, fov_y_deg: float, width: int, height: int) -> "Camera":
         """A camera at ``eye`` looking at ``target``, with ``up`` pointing up in the image."""
-        eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
-        forward = target - eye
-        if np.linalg.norm(forward) == 0:
-            raise ValueError("look_at: eye and target coincide")
-        forward /= np.linalg.norm(forward)
-        right = np.cross(forward, up)
-        if np.linalg.norm(right) < 1e-9:  # looking along `up`: any perpendicular will do
-            right = np.cross(forward, np.roll(up, 1))
-        right /= np.linalg.norm(right)
-        down = np.cross(forward, right)
-        c2w = np.eye(4)
-        c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, down, forward, eye  # OpenCV axes
-        return cls.from_fov(np.linalg.inv(c2w), fov_y_deg, width, height)
+        return cls.from_fov(look_at_world_to_camera(eye, target, up), fov_y_deg, width, height)
+
+    @classmethod
+    def orthographic(cls, world_to_camera, view_height: float, width: int, height: int) -> "Camera":
+        """An orthographic camera whose image height spans ``view_height`` world units
+        (``fx = fy = height / view_height`` pixels per unit), principal point at the centre."""
+        if not (math.isfinite(view_height) and view_height > 0.0):
+            raise ValueError(f"orthographic view height must be positive and finite, got {view_height}")
+        f = height / view_height
+        return cls(int(width), int(height), f, f, width / 2.0, height / 2.0, world_to_camera, ORTHO)
+
+    @classmethod
+    def ortho_look_at(cls, eye, target, up, view_height: float, width: int, height: int) -> "Camera":
+        """An orthographic camera at ``eye`` looking at ``target`` (``up`` up in the image)."""
+        return cls.orthographic(look_at_world_to_camera(eye, target, up), view_height, width, height)
 
     @property
+    def is_ortho(self) -> bool:
+        return self.model == ORTHO
+
+    @property
+    def view_height(self) -> float:
+        """World units spanned by the image height (orthographic cameras)."""
+        return self.height / self.fy
+    @property
     def fov_y_deg(self) -> float:
+        if self.is_ortho:
+            raise ValueError("an orthographic camera has no field of view (see view_height)")
         return math.degrees(2.0 * math.atan(0.5 * self.height / self.fy))
 
     @property
@@ -86,6 +106,23 @@ class Camera:
     def to_camera_path_entry(self) -> dict:
         return {"camera_to_world": self.camera_to_world_opengl().reshape(-1).tolist(),
                 "fov": self.fov_y_deg, "aspect": self.width / self.height}
+
+
+def look_at_world_to_camera(eye, target, up) -> np.ndarray:
+    """OpenCV world-to-camera of a camera at ``eye`` looking at ``target``, ``up`` up in the image."""
+    eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
+    forward = target - eye
+    if np.linalg.norm(forward) == 0:
+        raise ValueError("look_at: eye and target coincide")
+    forward /= np.linalg.norm(forward)
+    right = np.cross(forward, up)
+    if np.linalg.norm(right) < 1e-9:  # looking along `up`: any perpendicular will do
+        right = np.cross(forward, np.roll(up, 1))
+    right /= np.linalg.norm(right)
+    down = np.cross(forward, right)
+    c2w = np.eye(4)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, down, forward, eye  # OpenCV axes
+    return np.linalg.inv(c2w)
 
 
 _TOP_KEYS = {"render_width", "render_height", "camera_path", "fps", "seconds", "camera_type",
