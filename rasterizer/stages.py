@@ -99,7 +99,12 @@ def quat_to_rotmat(q: np.ndarray) -> np.ndarray:
 
 
 def project(g: Gaussians, camera: Camera) -> Projection:
-    """EWA splatting of each Gaussian into ``camera`` (rendering.md, "Projection")."""
+    """EWA splatting of each Gaussian into ``camera`` (rendering.md, "Projection").
+
+    Pinhole cameras use the perspective Jacobian at a position clamped to 1.3x the frustum;
+    orthographic ones (gsplat's ``camera_model="ortho"``) the constant ``[[fx, 0, 0], [0, fy, 0]]``
+    and the mean ``(fx x + cx, fy y + cy)``. Near/far culling, low-pass and radius are shared.
+    """
     W, H = camera.width, camera.height
     fx, fy, cx, cy = f32(camera.fx), f32(camera.fy), f32(camera.cx), f32(camera.cy)
     Rv = camera.world_to_camera[:3, :3].astype(f32)
@@ -114,16 +119,22 @@ def project(g: Gaussians, camera: Camera) -> Projection:
     cov_world = M @ M.transpose(0, 2, 1)                          # Σ = R S Sᵀ Rᵀ
     cov_cam = Rv @ cov_world @ Rv.T
 
-    # Jacobian of the perspective map at a position clamped to 1.3x the frustum.
-    tan_fovx, tan_fovy = f32(0.5) * f32(W) / fx, f32(0.5) * f32(H) / fy
-    lim_x_pos, lim_x_neg = (f32(W) - cx) / fx + f32(0.3) * tan_fovx, cx / fx + f32(0.3) * tan_fovx
-    lim_y_pos, lim_y_neg = (f32(H) - cy) / fy + f32(0.3) * tan_fovy, cy / fy + f32(0.3) * tan_fovy
-    rz = f32(1) / z
-    tx = z * np.clip(x * rz, -lim_x_neg, lim_x_pos)
-    ty = z * np.clip(y * rz, -lim_y_neg, lim_y_pos)
     zero = np.zeros_like(z)
-    J = np.stack([np.stack([fx * rz, zero, -fx * tx * rz * rz], -1),
-                  np.stack([zero, fy * rz, -fy * ty * rz * rz], -1)], axis=1)   # (N, 2, 3)
+    if camera.is_ortho:
+        # Orthographic: fx, fy are pixels per world unit and the Jacobian is constant.
+        J = np.broadcast_to(np.array([[fx, 0, 0], [0, fy, 0]], f32), (len(z), 2, 3))
+        mx, my = fx * x + cx, fy * y + cy
+    else:
+        # Jacobian of the perspective map at a position clamped to 1.3x the frustum.
+        tan_fovx, tan_fovy = f32(0.5) * f32(W) / fx, f32(0.5) * f32(H) / fy
+        lim_x_pos, lim_x_neg = (f32(W) - cx) / fx + f32(0.3) * tan_fovx, cx / fx + f32(0.3) * tan_fovx
+        lim_y_pos, lim_y_neg = (f32(H) - cy) / fy + f32(0.3) * tan_fovy, cy / fy + f32(0.3) * tan_fovy
+        rz = f32(1) / z
+        tx = z * np.clip(x * rz, -lim_x_neg, lim_x_pos)
+        ty = z * np.clip(y * rz, -lim_y_neg, lim_y_pos)
+        J = np.stack([np.stack([fx * rz, zero, -fx * tx * rz * rz], -1),
+                      np.stack([zero, fy * rz, -fy * ty * rz * rz], -1)], axis=1)   # (N, 2, 3)
+        mx, my = fx * x * rz + cx, fy * y * rz + cy                  # unclamped mean
     cov2d = J @ cov_cam @ J.transpose(0, 2, 1)
 
     a = cov2d[:, 0, 0] + f32(EPS2D)                                # low-pass filter
@@ -137,7 +148,6 @@ def project(g: Gaussians, camera: Camera) -> Projection:
     mid = f32(0.5) * (a + c)
     lam = mid + np.sqrt(np.maximum(f32(0.01), mid * mid - det))
     radius = np.ceil(f32(3) * np.sqrt(lam))
-    mx, my = fx * x * rz + cx, fy * y * rz + cy                    # unclamped mean
     ok &= radius > 0
     ok &= (mx + radius > 0) & (mx - radius < W) & (my + radius > 0) & (my - radius < H)
     radii = np.where(ok, radius, 0).astype(np.int32)

@@ -39,7 +39,7 @@ def download(rgb, alpha):
 # --------------------------------------------------------------------------- project
 
 @njit(parallel=True, cache=True)
-def _project(means, quats, scales, R, tv, fx, fy, cx, cy, W, H, means2d, conics, depths, radii):
+def _project(means, quats, scales, R, tv, fx, fy, cx, cy, W, H, ortho, means2d, conics, depths, radii):
     tan_fovx = _HALF * f32(W) / fx
     tan_fovy = _HALF * f32(H) / fy
     lim_x_pos = (f32(W) - cx) / fx + f32(0.3) * tan_fovx
@@ -89,12 +89,20 @@ def _project(means, quats, scales, R, tv, fx, fy, cx, cy, W, H, means2d, conics,
         c11 = a10 * R[1, 0] + a11 * R[1, 1] + a12 * R[1, 2]
         c12 = a10 * R[2, 0] + a11 * R[2, 1] + a12 * R[2, 2]
         c22 = a20 * R[2, 0] + a21 * R[2, 1] + a22 * R[2, 2]
-        # Jacobian at the position clamped to 1.3x the frustum
-        rz = _ONE / z
-        tx = z * min(lim_x_pos, max(-lim_x_neg, x * rz))
-        ty = z * min(lim_y_pos, max(-lim_y_neg, y * rz))
-        j00, j02 = fx * rz, -fx * tx * rz * rz
-        j11, j12 = fy * rz, -fy * ty * rz * rz
+        if ortho:
+            # orthographic: constant Jacobian, fx and fy in pixels per world unit
+            j00, j02, j11, j12 = fx, _ZERO, fy, _ZERO
+            mx = fx * x + cx
+            my = fy * y + cy
+        else:
+            # Jacobian at the position clamped to 1.3x the frustum
+            rz = _ONE / z
+            tx = z * min(lim_x_pos, max(-lim_x_neg, x * rz))
+            ty = z * min(lim_y_pos, max(-lim_y_neg, y * rz))
+            j00, j02 = fx * rz, -fx * tx * rz * rz
+            j11, j12 = fy * rz, -fy * ty * rz * rz
+            mx = fx * x * rz + cx                 # unclamped mean
+            my = fy * y * rz + cy
         # Σ2D = J C Jᵀ with J = [[j00, 0, j02], [0, j11, j12]]
         a = j00 * (j00 * c00 + j02 * c02) + j02 * (j00 * c02 + j02 * c22) + _EPS2D
         b = j00 * (j11 * c01 + j12 * c02) + j02 * (j11 * c12 + j12 * c22)
@@ -106,8 +114,6 @@ def _project(means, quats, scales, R, tv, fx, fy, cx, cy, W, H, means2d, conics,
         mid = _HALF * (a + c)
         lam = mid + math.sqrt(max(f32(0.01), mid * mid - det))
         radius = math.ceil(_THREE * math.sqrt(lam))
-        mx = fx * x * rz + cx
-        my = fy * y * rz + cy
         if radius <= 0 or mx + radius <= 0 or mx - radius >= W or my + radius <= 0 or my - radius >= H:
             continue
         means2d[i, 0], means2d[i, 1] = mx, my
@@ -121,7 +127,8 @@ def project(g: Gaussians, camera: Camera) -> Projection:
     R = np.ascontiguousarray(camera.world_to_camera[:3, :3], f32)
     tv = np.ascontiguousarray(camera.world_to_camera[:3, 3], f32)
     _project(g.means, g.quats, g.scales, R, tv, f32(camera.fx), f32(camera.fy), f32(camera.cx),
-             f32(camera.cy), camera.width, camera.height, out.means2d, out.conics, out.depths, out.radii)
+             f32(camera.cy), camera.width, camera.height, camera.is_ortho, out.means2d, out.conics, out.depths,
+             out.radii)
     return out
 
 

@@ -579,6 +579,8 @@ def download(rgb, alpha):
 # --------------------------------------------------------------------------- 2. project (+ 3. colour)
 
 def project(g: Gaussians, camera: Camera) -> GpuProjection:
+    if camera.is_ortho:
+        raise NotImplementedError("the gpu backend does not render orthographic cameras yet")
     n = len(g)
     tiles_x, tiles_y = stages.tile_grid(camera)
     geo, con = cp.empty((n, 4), f32), cp.empty((n, 4), f32)
