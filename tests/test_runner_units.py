@@ -17,7 +17,8 @@ from runner.config import Config, ConfigError
 from runner.node import domain_server_url, truncate_utf8
 from runner.paths import contained, sanitize_component
 from runner.pyproc import ChildCancelled, run_python
-from runner.splatter import derived_scan_id, planned_artifacts, suffixed
+from pipeline.layout import suffixed
+from runner.splatter import derived_scan_id, planned_artifacts
 from runner.storage import CidRefused, item_path, parse_cid
 from runner_support.harness import FAKE_RUN, PRIVHEX, REPO, WALLET, pid_alive, wait_for
 
@@ -185,6 +186,7 @@ def test_run_local_lists_the_artifacts(tmp_path):
     rows = [line.split("\t") for line in r.stdout.strip().splitlines()]
     out = job / "refined" / "splatter"
     assert rows == [
+        ["refined_splat_sog_S", "splat_data_sog", str(out / "splat_rot.sog"), str((out / "splat_rot.sog").stat().st_size)],
         ["refined_splat_S", "splat_data", str(out / "splat_rot.splat"), str(64 * 32)],
         ["refined_splat_preview_top_S", "splat_preview_top", str(out / "preview_top.jpg"),
          str((out / "preview_top.jpg").stat().st_size)],
@@ -193,7 +195,9 @@ def test_run_local_lists_the_artifacts(tmp_path):
         ["refined_splat_preview_video_S", "splat_preview_video", str(out / "preview.mp4"),
          str((out / "preview.mp4").stat().st_size)]]
     assert "fake run.py: done" in r.stderr  # the pipeline's output streamed to the log
-    assert [a[0] for a in planned_artifacts(job, None)][0] == "refined_splat"
+    assert [a.name(None) for a, _ in planned_artifacts(job)] == [
+        "refined_splat_sog", "refined_splat", "refined_splat_preview_top", "refined_splat_preview_angle",
+        "refined_splat_preview_video"]
     r = _cli(["run-local", "--job-root", str(tmp_path / "missing"), "--run-py", str(FAKE_RUN)], {}, tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
 

@@ -14,6 +14,8 @@ from typing import Callable
 
 from eth_account import Account
 
+from pipeline.layout import COLMAP_INPUTS
+
 from .fake_posemesh import FakePosemesh
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,9 +24,6 @@ PRIVHEX = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 WALLET = Account.from_key("0x" + PRIVHEX).address
 REG_SECRET = "reg-secret-5f1e0c9b7a"
 SUFFIX = "_2024-01-02_03-04-05"
-COLMAP_PREFIXES = ("colmap_frames_bin", "colmap_images_bin", "colmap_cameras_bin", "colmap_points3d_bin",
-                   "colmap_rigs_bin")
-COLMAP_TARGETS = ("frames.bin", "images.bin", "cameras.bin", "points3D.bin", "rigs.bin")
 
 
 def free_port() -> int:
@@ -84,10 +83,10 @@ def seed_domain(fake: FakePosemesh, suffix: str = SUFFIX, with_colmap: bool = Tr
         recordings["2024-01-02_03-30-00"] = rec_b
     colmap = {}
     if with_colmap:
-        for prefix, target in zip(COLMAP_PREFIXES, COLMAP_TARGETS):
-            data = os.urandom(100) + prefix.encode()
-            fake.add_item(prefix + suffix, prefix, data)
-            colmap[target] = data
+        for c in COLMAP_INPUTS:
+            data = os.urandom(100) + c.prefix.encode()
+            fake.add_item(c.prefix + suffix, c.prefix, data)
+            colmap[c.file] = data
     name = "refined_manifest" + suffix
     manifest_id = fake.add_item(name, "refined_manifest_json", json.dumps({"dataIDs": data_ids}).encode())
     return Scenario(manifest_id, name, recordings, colmap, data_ids)
