@@ -17,6 +17,7 @@ from urllib.parse import quote
 MARK = "[REDACTED]"
 #: shorter values are not treated as secrets: scrubbing a 3-letter value would mangle every message
 MIN_SECRET_LEN = 6
+_HEX = re.compile(r"[0-9a-fA-F]{32,}")
 
 
 class Secrets:
@@ -26,13 +27,15 @@ class Secrets:
         self._pattern: re.Pattern[str] | None = None
 
     def add(self, value: str | None) -> None:
-        """Register a secret (and its URL-encoded form, and for a ``0x`` hex key the bare hex)."""
+        """Register a secret (and its URL-encoded form; a hex key with and without ``0x``)."""
         if not value or len(value.strip()) < MIN_SECRET_LEN:
             return
         v = value.strip()
         forms = {v, quote(v, safe="")}
         if v[:2].lower() == "0x":
             forms.add(v[2:])
+        elif _HEX.fullmatch(v):
+            forms.add("0x" + v)
         with self._lock:
             if forms <= self._values:
                 return

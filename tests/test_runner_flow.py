@@ -13,17 +13,9 @@ from pathlib import Path
 import pytest
 
 from runner_support.fake_posemesh import FakePosemesh
-from runner_support.harness import (FAKE_RUN, PRIVHEX, REG_SECRET, SUFFIX, WALLET, NodeProcess, free_port,
-                                    manifest_cid, node_env, pid_alive, seed_domain, wait_for)
-
-PREVIEWS = [f"refined_splat_preview_top{SUFFIX}", f"refined_splat_preview_angle{SUFFIX}"]
-VIDEO = f"refined_splat_preview_video{SUFFIX}"
-SPLAT = f"refined_splat{SUFFIX}"
-SOG = f"refined_splat_sog{SUFFIX}"
-# the upload order: the SOG first (best effort), then the splat (required), the previews and the video
-OUTPUTS = [(SOG, "splat_data_sog", "splat_rot.sog"), (SPLAT, "splat_data", "splat_rot.splat"),
-           (PREVIEWS[0], "splat_preview_top", "preview_top.jpg"),
-           (PREVIEWS[1], "splat_preview_angle", "preview_angle.jpg"), (VIDEO, "splat_preview_video", "preview.mp4")]
+from runner_support.harness import (FAKE_RUN, OUTPUTS, PREVIEWS, REG_SECRET, SOG, SPLAT, VIDEO, WALLET,
+                                    NodeProcess, assert_no_secrets, dedupe, dom_token, free_port, manifest_cid,
+                                    node_env, pid_alive, report, seed_domain, wait_for)
 
 
 @pytest.fixture
@@ -31,33 +23,6 @@ def fake():
     f = FakePosemesh(WALLET, REG_SECRET).start()
     yield f
     f.stop()
-
-
-def dom_token() -> str:
-    return f"dom-tok-{uuid.uuid4().hex}"
-
-
-def report(tmp_path: Path) -> dict:
-    return json.loads((tmp_path / "run_report.json").read_text())
-
-
-def dedupe(values: list) -> list:
-    return [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
-
-
-def assert_no_secrets(fake: FakePosemesh, log: str, domain_tokens: list[str]) -> None:
-    """Keys and tokens never reach the log, nor any request body (progress, events, receipts, uploads);
-    REG_SECRET only travels in the register-wallet body it is meant for."""
-    tokens = fake.issued_dms_tokens + domain_tokens
-    assert fake.issued_dms_tokens and all(tokens)
-    for secret in [PRIVHEX, PRIVHEX.upper(), REG_SECRET, *tokens]:
-        assert secret not in log, f"secret leaked into the node log: {secret[:12]}..."
-    for r in fake.requests:
-        body = r.body.decode("latin-1")
-        for secret in [PRIVHEX, PRIVHEX.upper(), *tokens]:
-            assert secret not in body, f"secret in the body of {r.method} {r.path}"
-        if not r.path.endswith("/register-wallet"):
-            assert REG_SECRET not in body, f"REG_SECRET in the body of {r.method} {r.path}"
 
 
 def test_full_task_flow(fake, tmp_path):
