@@ -534,7 +534,7 @@ def main(argv=None) -> int:
     steps = step_slice(ap, args.from_step, args.to_step)
     if args.video_frames < 1 or args.video_fps < 1:
         ap.error("--video-frames and --video-fps must be at least 1")
-    logsafe.configure(args.log_level, errors_to_stderr_only=True)
+    logsafe.configure(args.log_level, split_errors=True)
 
     opts = Options(backend=args.backend, preview_size=args.preview_size, video_size=args.video_size,
                    video_frames=args.video_frames, video_fps=args.video_fps,

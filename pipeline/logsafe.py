@@ -56,11 +56,11 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str | int, *, json_lines: bool = False, scrub: Scrub | None = None,
-              errors_to_stderr_only: bool = False) -> None:
-    """Replace the root logger's handlers. By default everything goes to stderr; with ``errors_to_stderr_only``
+              split_errors: bool = False) -> None:
+    """Replace the root logger's handlers. By default everything goes to stderr; with ``split_errors``
     records below ERROR go to stdout and errors to stderr (run.py: its one error line is the stderr)."""
     formatter = JsonFormatter(scrub) if json_lines else LineFormatter(scrub)
-    if errors_to_stderr_only:
+    if split_errors:
         out = logging.StreamHandler(sys.stdout)
         out.addFilter(lambda r: r.levelno < logging.ERROR)
         err = logging.StreamHandler(sys.stderr)

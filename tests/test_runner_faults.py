@@ -168,7 +168,7 @@ def test_a_failed_recording_and_a_broken_colmap_model_leave_nothing_half_made(fa
     node = NodeProcess(node_env(fake, tmp_path, FAKE_RUN_NO_PREVIEWS="1"), tmp_path)
     assert node.wait() == 0, node.log()
     rep = report(tmp_path)
-    assert sorted(rep["datasets"]) == ["2024-01-02_03-30-00"] and rep["colmap"] == {}
+    assert sorted(rep["datasets"]) == rep["dataset_folders"] == ["2024-01-02_03-30-00"] and rep["colmap"] == {}
     assert not any(f.startswith(("datasets/2024-01-02_03-00-00", "refined/global")) for f in rep["all_files"])
     inputs = next(p for p in fake.progress_values(task_id) if p.get("stage") == "inputs")
     assert (inputs["datasets"], inputs["recording_failures"], inputs["colmap_downloaded"],

@@ -41,6 +41,7 @@ def main() -> int:
     colmap = {c.file: sha(layout.colmap / c.file) for c in COLMAP_INPUTS if (layout.colmap / c.file).is_file()}
     report = {"argv": sys.argv[1:], "script": os.path.abspath(sys.argv[0]), "cwd": os.getcwd(), "pid": os.getpid(),
               "executable": sys.executable,
+              "dataset_folders": sorted(p.name for p in layout.datasets.iterdir()) if layout.datasets.is_dir() else [],
               "unbuffered": env.get("PYTHONUNBUFFERED"),
               "secrets_in_env": [k for k in ("SECP256K1_PRIVHEX", "REG_SECRET") if k in env],
               "datasets": datasets, "colmap": colmap, "outputs": {},
