@@ -221,3 +221,15 @@ def test_run_python_cancel_kills_the_process_group(tmp_path):
     assert time.monotonic() - cancel_at[0] < 1.5  # polled every 500 ms, SIGTERM honoured at once
     pids = [int(p) for p in pid_file.read_text().split()]
     wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=5, what="the group to die")
+
+
+def test_the_tail_keeps_the_last_stderr_lines_whatever_order_the_pipes_were_read_in():
+    from collections import deque
+    from runner.pyproc import last_lines
+    # the child wrote 300 stdout lines, then its error; the stderr reader happened to get it first
+    kept = {"stdout": deque(((i + 2, f"out {i}") for i in range(300)), maxlen=200),
+            "stderr": deque([(1, "fatal: training failed")], maxlen=200)}
+    tail = last_lines(kept, 200)
+    assert len(tail) == 200 and tail[0] == "stderr: fatal: training failed" and tail[-1] == "stdout: out 299"
+    assert tail[1] == "stdout: out 101"  # stdout's oldest made room
+    assert last_lines({"stdout": deque([(2, "b")]), "stderr": deque([(1, "a")])}) == ["stderr: a", "stdout: b"]
