@@ -1,66 +1,56 @@
 #!/usr/bin/env python3
-"""splatter's job pipeline: capture → trained splat → domain-frame splat, ``.splat``, previews.
+"""splatter's job pipeline: capture → trained splat → domain-frame splat, ``.splat``, SOG, previews, video.
 
     python3 run.py --domain_id D --job_id J --job_root_path ROOT --log_level info
     python3 run.py --demo --job_root_path demo-job         # the built-in demo, from step rotate
-    python3 run.py --steps                                   # the step names, in order
+    python3 run.py --steps                                   # the steps in order, with what they read and write
 
-Steps (``--from-step`` / ``--to-step`` run a slice of them):
-
- 1. extract   ROOT/datasets/<name>/Frames.mp4 → JPEG frames in ROOT/Frames, named as the COLMAP
-              model's images.bin names them (what ns-process-data matches them by)
- 2. process   ns-process-data images … → ROOT/refined/nerfstudio-data (transforms.json)
- 3. train     ns-train splatfacto … → ROOT/refined/splatter/splatfacto/config.yml
- 4. export    ns-export gaussian-splat … → ROOT/refined/splatter/splat.ply
- 5. rotate    splat.ply (nerfstudio's frame) → splat_rot.ply (the domain frame, +Y up)
- 6. convert   splat_rot.ply → splat_rot.splat (antimatter15 layout, as ply2splat writes it)
- 7. previews  preview_top.jpg, preview_angle.jpg (best effort)
- 8. video     preview.mp4, an orbit of the scene (best effort)
-
-A failing step 1-6 stops the job: one error line naming the step, exit status 1. Steps 7-8
-log a warning on failure and the job still succeeds. Every output is written to a temporary
-name and renamed, so an interrupted job never leaves a partial file under its final name.
+The steps are the list ``STEPS`` at the end of this file; ``--from-step`` / ``--to-step`` run a slice of it. The
+job folder is ``pipeline.layout.JobLayout``. Exit status: 0 when every required step succeeded (a best-effort step
+that fails is a warning), 1 when a step failed, 2 for a bad command line or bad job input (a missing or unreadable
+input file); a failure is one line on stderr. Every output is written to a temporary name and renamed.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import math
 import os
 import re
 import shlex
 import shutil
-import struct
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from functools import cached_property
+from pathlib import Path
+from typing import Callable, Iterator
 
-STEPS = ("extract", "process", "train", "export", "rotate", "convert", "previews", "video")
-BEST_EFFORT = ("previews", "video")
-DESCRIPTIONS = {
-    "extract": "Frames.mp4 of every dataset → JPEG frames named as in the COLMAP images.bin",
-    "process": "ns-process-data images: COLMAP model + frames → nerfstudio dataset",
-    "train": "ns-train splatfacto on the nerfstudio dataset",
-    "export": "ns-export gaussian-splat → refined/splatter/splat.ply",
-    "rotate": "splat.ply → splat_rot.ply in the domain frame (inverse applied_transform, SH rotated)",
-    "convert": "splat_rot.ply → splat_rot.splat (ply2splat's bytes and order)",
-    "previews": "preview_top.jpg and preview_angle.jpg (best effort)",
-    "video": "preview.mp4, an orbit at 35° elevation (best effort)",
-}
+from pipeline import colmap, frames, logsafe
+from pipeline.cli import OneLineParser
+from pipeline.errors import EXIT_BAD_INPUT, EXIT_FAILED, BadInput, StepError, one_line
+from pipeline.layout import ARTIFACTS, PREVIEW_ANGLE, PREVIEW_TOP, JobLayout
+from pipeline.video import write_mp4
+from rasterizer import backends
+from rasterizer.demo import demo_scene
+from rasterizer.errors import SceneError
+from rasterizer.imageio import to_uint8
+from rasterizer.preview import DEFAULT_BACKGROUND, orbit_cameras, write_previews
+from rasterizer.render import Prepared
+from rasterizer.scene import atomic_write, load_scene, save_ply
+from rasterizer.splatfile import convert
+from rasterizer.transform import COLMAP_TO_NERFSTUDIO, from_matrix, transform_scene
+
 NERFSTUDIO_HINT = "install nerfstudio, e.g. pip install nerfstudio, and put its ns-* commands on PATH"
 DEMO_ID = "demo"
 #: test hook: make the renderer raise for these outputs, e.g. "top", "angle", "video", "video@5"
 FAULT_ENV = "SPLATTER_INJECT_RENDER_FAULT"
+PREVIEW_VIEWS = {"top": PREVIEW_TOP, "angle": PREVIEW_ANGLE}
+VIDEO_ELEVATION_DEG = 35.0
+EXIT_INTERRUPTED = 130
 
 log = logging.getLogger("splatter.run")
-
-
-class StepError(Exception):
-    """A step cannot go on; the message is the one line the user sees."""
 
 
 @dataclass
@@ -73,227 +63,94 @@ class Options:
     video_cpu_budget_s: float = 300.0
 
 
+class RotatedScene:
+    """``splat_rot.ply``, loaded and uploaded to the render backend once for the steps that render it."""
+
+    def __init__(self, path: Path, backend: str):
+        self.path = path
+        self.backend_choice = backend
+
+    @cached_property
+    def scene(self):
+        return load_scene(self.path)
+
+    @cached_property
+    def backend(self) -> str:
+        return backends.resolve(self.backend_choice)
+
+    @cached_property
+    def prepared(self) -> Prepared:
+        prepared = Prepared(self.scene, self.backend)
+        log.info("rendering %s (%d Gaussians) with the %s backend", self.path, len(self.scene), self.backend)
+        return prepared
+
+
 @dataclass
 class Job:
-    root: Path
+    layout: JobLayout
     domain_id: str
     job_id: str
     opts: Options = field(default_factory=Options)
-    _scene: object = None     # splat_rot.ply, loaded once for the previews and the video
-    _prepared: object = None  # ... and uploaded once to the render backend
+    rotated: RotatedScene = field(init=False)
 
-    @property
-    def datasets(self) -> Path:
-        return self.root / "datasets"
-
-    @property
-    def frames(self) -> Path:
-        return self.root / "Frames"
-
-    @property
-    def colmap(self) -> Path:
-        return self.root / "refined" / "global" / "refined_sfm_combined"
-
-    @property
-    def ns_data(self) -> Path:
-        return self.root / "refined" / "nerfstudio-data"
-
-    @property
-    def out(self) -> Path:
-        return self.root / "refined" / "splatter"
-
-    @property
-    def config(self) -> Path:
-        return self.out / "splatfacto" / "config.yml"
-
-    @property
-    def splat_ply(self) -> Path:
-        return self.out / "splat.ply"
-
-    @property
-    def splat_rot_ply(self) -> Path:
-        return self.out / "splat_rot.ply"
-
-    @property
-    def splat_rot_splat(self) -> Path:
-        return self.out / "splat_rot.splat"
+    def __post_init__(self) -> None:
+        self.rotated = RotatedScene(self.layout.splat_rot_ply, self.opts.backend)
 
 
-# =========================================================================== 1. extract
+# =========================================================================== extract
 
 def step_extract(job: Job) -> None:
-    import av
-
-    recordings = sorted(p.parent for p in job.datasets.glob("*/Frames.mp4"))
+    layout = job.layout
+    recordings = layout.recordings()
     if not recordings:
-        raise StepError(f"no recordings: expected {job.datasets}/<name>/Frames.mp4")
-    names = {p.name: p / "Frames.mp4" for p in recordings}
-    log.info("extract: %d recording(s): %s", len(names), ", ".join(names))
-
-    images_bin = job.colmap / "images.bin"
-    if images_bin.is_file():
-        image_names = read_colmap_image_names(images_bin)
-        plan = match_frames(image_names, list(names))
-        log.info("extract: %s names %d images; matched all to %d recording(s), layout %s",
-                 images_bin, len(image_names), sum(1 for d in plan if plan[d]), describe_layout(image_names))
+        raise BadInput(f"no recordings: expected {layout.datasets}/<name>/Frames.mp4")
+    log.info("extract: %d recording(s): %s", len(recordings), ", ".join(map(repr, recordings)))
+    if layout.images_bin.is_file():
+        names = colmap.read_image_names(layout.images_bin)
+        plan = colmap.match_frames(names, list(recordings))
+        log.info("extract: %s names %d images; matched all to %d recording(s), layout %s", layout.images_bin,
+                 len(names), sum(1 for d in plan if plan[d]), colmap.describe_layout(names))
     else:
         log.warning("extract: %s not found; extracting every frame as <recording>_<index:06d>.jpg "
-                    "(ns-process-data needs the COLMAP model to match them)", images_bin)
-        plan = {d: None for d in names}
-
-    job.frames.mkdir(parents=True, exist_ok=True)
-    for dataset, mp4 in names.items():
-        wanted = plan.get(dataset)
+                    "(ns-process-data needs the COLMAP model to match them)", layout.images_bin)
+        plan = {d: None for d in recordings}
+    layout.frames.mkdir(parents=True, exist_ok=True)
+    for recording, mp4 in recordings.items():
+        wanted = plan[recording]
         if wanted is not None and not wanted:
-            log.info("extract: %s: no frame of it is in images.bin; skipped", dataset)
+            log.info("extract: %r: no frame of it is in images.bin; skipped", recording)
             continue
-        t0 = time.perf_counter()
-        written, count = 0, 0
-        try:
-            with av.open(str(mp4)) as container:
-                stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
-                last = max(wanted) if wanted is not None else math.inf
-                for index, frame in enumerate(container.decode(stream)):
-                    count = index + 1
-                    if wanted is None:
-                        targets = [f"{dataset}_{index:06d}.jpg"]
-                    else:
-                        targets = wanted.get(index, [])
-                    if targets:
-                        img = frame.to_image()
-                        for rel in targets:
-                            save_jpeg(img, job.frames / rel)
-                            written += 1
-                    if index >= last:
-                        break
-        except (av.error.FFmpegError, IndexError, OSError) as e:
-            raise StepError(f"{mp4}: cannot decode the video ({_one_line(e)})") from None
-        if wanted is not None:
-            beyond = sorted(i for i in wanted if i >= count)
-            if beyond:
-                raise StepError(f"{mp4} has {count} frames but images.bin names frame index {beyond[0]} "
-                                f"({wanted[beyond[0]][0]}) and {len(beyond) - 1} more beyond its end")
-        log.info("extract: %s: wrote %d frame(s) of %s%d decoded in %.2f s", dataset, written,
-                 "" if wanted is None else "the first ", count, time.perf_counter() - t0)
+        frames.extract(mp4, layout.frames, wanted, recording)
 
 
-def read_colmap_image_names(path: Path) -> list[str]:
-    """Image names from a COLMAP ``images.bin`` (documented binary model format).
-
-    uint64 count; per image: uint32 id, 7 float64 (qvec, tvec), uint32 camera id, the name
-    NUL-terminated, uint64 number of 2D points, then 24 bytes per point (x, y, point3D id).
-    """
-    data = Path(path).read_bytes()
-    try:
-        (n,) = struct.unpack_from("<Q", data, 0)
-        pos, names = 8, []
-        for _ in range(n):
-            pos += 4 + 7 * 8 + 4
-            end = data.index(b"\0", pos)
-            names.append(data[pos:end].decode("utf-8"))
-            pos = end + 1
-            (npts,) = struct.unpack_from("<Q", data, pos)
-            pos += 8 + 24 * npts
-            if pos > len(data):
-                raise ValueError("2D points run past the end of the file")
-    except (struct.error, ValueError, UnicodeDecodeError) as e:
-        raise StepError(f"{path}: not a readable COLMAP images.bin ({_one_line(e)})") from None
-    if pos != len(data):
-        raise StepError(f"{path}: {len(data) - pos} unexpected bytes after the {n} images")
-    if not names:
-        raise StepError(f"{path}: the COLMAP model has no images")
-    return names
-
-
-_INDEX = re.compile(r"(\d+)$")
-
-
-def match_frames(image_names: list[str], datasets: list[str]) -> dict[str, dict[int, list[str]]]:
-    """Which frame of which recording each COLMAP image is: ``{dataset: {index: [names]}}``.
-
-    A name's recording is the directory it sits in (``<scan>/<frame>.jpg``), else the
-    recording its file name starts with (``<scan>_<index>.jpg``, the reconstruction server's
-    naming), else the only recording. The frame index (0-based, in decoding order) is the
-    number the file name ends with.
-    """
-    plan: dict[str, dict[int, list[str]]] = {d: {} for d in datasets}
-    by_length = sorted(datasets, key=len, reverse=True)
-    unmatched = []
-    for name in image_names:
-        p = PurePosixPath(name)
-        if p.is_absolute() or ".." in p.parts or "\\" in name:
-            raise StepError(f"images.bin names {name!r}, which is not a path inside Frames/")
-        m = _INDEX.search(p.stem)
-        dataset = next((d for d in p.parts[:-1] if d in plan), None)
-        if dataset is None:
-            dataset = next((d for d in by_length if p.name.startswith(d + "_")), None)
-        if dataset is None and len(datasets) == 1:
-            dataset = datasets[0]
-        if m is None or dataset is None:
-            unmatched.append(name)
-            continue
-        plan[dataset].setdefault(int(m.group(1)), []).append(name)
-    if unmatched:
-        raise StepError(f"{len(unmatched)} of {len(image_names)} images in images.bin match no frame of "
-                        f"the recordings {', '.join(datasets)} (e.g. {unmatched[0]!r}); expected "
-                        "<recording>/<name><index>.jpg or <recording>_<index>.jpg")
-    return plan
-
-
-def describe_layout(image_names: list[str]) -> str:
-    nested = sum(1 for n in image_names if "/" in n)
-    example = image_names[0]
-    if nested:
-        return f"<recording>/<frame> (e.g. {example}), mirrored under Frames/"
-    return f"flat (e.g. {example})"
-
-
-def save_jpeg(img, path: Path, quality: int = 95) -> None:
-    import io
-    from rasterizer.scene import atomic_write
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=quality)
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
-
-
-# =========================================================================== 2-4. nerfstudio
+# =========================================================================== nerfstudio
 
 def step_process(job: Job) -> None:
-    if not job.frames.is_dir():
-        raise StepError(f"{job.frames} does not exist (run the extract step first)")
-    run_tool("process", ["ns-process-data", "images",
-                         "--data", str(job.frames),
-                         "--output-dir", str(job.ns_data),
-                         "--skip-colmap", "--colmap-model-path", "../global/refined_sfm_combined/"])
-    expect_output("process", job.ns_data / "transforms.json")
+    L = job.layout
+    run_tool("process", ["ns-process-data", "images", "--data", str(L.frames), "--output-dir", str(L.ns_data),
+                         "--skip-colmap", "--colmap-model-path", L.colmap_from_ns_data])
 
 
 def step_train(job: Job) -> None:
+    L = job.layout
     run_tool("train", ["ns-train", "splatfacto",
                        "--vis", "tensorboard",
                        "--logging.local-writer.max-log-size", "0",
                        "--logging.steps-per-log", "1000",
-                       "--data", str(job.ns_data),
-                       "--experiment-name", "splatter",
-                       "--method-name", "splatfacto",
+                       "--data", str(L.ns_data),
+                       "--experiment-name", L.config.parent.parent.name,
+                       "--method-name", L.config.parent.name,
                        "--timestamp", "/",
-                       "--output-dir", str(job.root / "refined"),
+                       "--output-dir", str(L.config.parent.parent.parent),
                        "nerfstudio-data",
                        "--center-method", "none",
                        "--orientation-method", "none",
                        "--auto-scale-poses", "False"])
-    expect_output("train", job.config)
 
 
 def step_export(job: Job) -> None:
-    run_tool("export", ["ns-export", "gaussian-splat",
-                        "--load-config", str(job.config),
-                        "--output-dir", str(job.out)])
-    expect_output("export", job.splat_ply)
-
-
-TOOLS = {"process": "ns-process-data", "train": "ns-train", "export": "ns-export"}
+    run_tool("export", ["ns-export", "gaussian-splat", "--load-config", str(job.layout.config),
+                        "--output-dir", str(job.layout.splat_ply.parent)])
 
 
 def run_tool(step: str, cmd: list[str]) -> None:
@@ -315,44 +172,31 @@ def run_tool(step: str, cmd: list[str]) -> None:
         raise StepError(f"{cmd[0]} exited with status {rc} after {time.perf_counter() - t0:.1f} s")
 
 
-def expect_output(step: str, path: Path) -> None:
-    if not path.is_file():
-        raise StepError(f"the command succeeded but did not write {path}")
-
-
-# =========================================================================== 5. rotate
+# =========================================================================== rotate, convert, sog
 
 def step_rotate(job: Job) -> None:
-    from rasterizer.errors import SceneError
-    from rasterizer.scene import load_scene, save_ply
-    from rasterizer.transform import transform_scene
-
-    if not job.splat_ply.is_file():
-        raise StepError(f"{job.splat_ply} not found (run the export step first)")
-    to_domain = domain_transform(job)
+    L = job.layout
+    to_domain = domain_transform(L)
     try:
-        scene = load_scene(job.splat_ply)
+        scene = load_scene(L.splat_ply)
     except SceneError as e:
-        raise StepError(str(e)) from None
+        raise BadInput(str(e)) from None
     rotated = transform_scene(scene, to_domain)
-    save_ply(rotated, job.splat_rot_ply)
-    log.info("rotate: wrote %s (%d Gaussians, SH degree %d, normals %s)", job.splat_rot_ply, len(rotated),
+    save_ply(rotated, L.splat_rot_ply)
+    log.info("rotate: wrote %s (%d Gaussians, SH degree %d, normals %s)", L.splat_rot_ply, len(rotated),
              rotated.sh_degree, "rotated" if rotated.normals is not None else "absent")
 
 
-def domain_transform(job: Job):
+def domain_transform(L: JobLayout):
     """nerfstudio training frame → domain frame: the inverse of transforms.json's applied_transform
     (after undoing a non-identity dataparser transform, which the seed's options never make)."""
-    from rasterizer.errors import SceneError
-    from rasterizer.transform import COLMAP_TO_NERFSTUDIO, from_matrix
-
-    tj = job.ns_data / "transforms.json"
+    tj, dp = L.transforms, L.dataparser_transforms
     applied = None
     if tj.is_file():
         try:
             doc = json.loads(tj.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise StepError(f"{tj}: not readable JSON ({_one_line(e)})") from None
+            raise BadInput(f"{tj}: not readable JSON ({one_line(e)})") from None
         applied = doc.get("applied_transform") if isinstance(doc, dict) else None
     try:
         if applied is None:
@@ -363,7 +207,6 @@ def domain_transform(job: Job):
         else:
             forward = from_matrix(applied, f"{tj}: applied_transform")
             log.info("rotate: applied_transform from %s: %s", tj, json.dumps(applied))
-        dp = job.config.parent / "dataparser_transforms.json"
         if dp.is_file():
             d = json.loads(dp.read_text())
             m = [[float(v) for v in row] for row in d["transform"]]
@@ -373,9 +216,9 @@ def domain_transform(job: Job):
                 log.info("rotate: undoing the dataparser transform of %s (scale %g)", dp, s)
                 forward = dataparser.compose(forward)
     except SceneError as e:
-        raise StepError(str(e)) from None
+        raise BadInput(str(e)) from None
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
-        raise StepError(f"{job.config.parent / 'dataparser_transforms.json'}: unreadable ({_one_line(e)})") from None
+        raise BadInput(f"{dp}: unreadable ({one_line(e)})") from None
     inverse = forward.inverse()
     log.info("rotate: nerfstudio → domain: rotation %s, scale %.6g, translation %s",
              json.dumps(inverse.rotation.round(6).tolist()), inverse.scale,
@@ -383,119 +226,38 @@ def domain_transform(job: Job):
     return inverse
 
 
-# =========================================================================== 6. convert
-
 def step_convert(job: Job) -> None:
-    from rasterizer.errors import SceneError
-    from rasterizer.splatfile import convert
-
-    if not job.splat_rot_ply.is_file():
-        raise StepError(f"{job.splat_rot_ply} not found (run the rotate step first)")
+    L = job.layout
     try:
-        stats = convert(job.splat_rot_ply, job.splat_rot_splat)
+        stats = convert(L.splat_rot_ply, L.splat_rot_splat)
     except SceneError as e:
-        raise StepError(str(e)) from None
-    log.info("convert: wrote %s (%d Gaussians, %d bytes; read %.2f s, total %.2f s)", job.splat_rot_splat,
-             stats.count, job.splat_rot_splat.stat().st_size, stats.read_seconds, stats.seconds)
+        raise BadInput(str(e)) from None
+    log.info("convert: wrote %s (%d Gaussians, %d bytes; read %.2f s, total %.2f s)", L.splat_rot_splat,
+             stats.count, L.splat_rot_splat.stat().st_size, stats.read_seconds, stats.seconds)
 
 
-# =========================================================================== 7. previews
+def step_sog(job: Job) -> None:
+    # imported here, not at the top: the SOG writer is optional for everything else run.py does
+    from rasterizer.sog import write_sog
 
-PREVIEW_VIEWS = ("top", "angle")
+    stats = write_sog(job.rotated.scene, job.layout.splat_rot_sog)
+    log.info("sog: wrote %s (%d bytes; %s)", job.layout.splat_rot_sog, job.layout.splat_rot_sog.stat().st_size,
+             stats)
 
+
+# =========================================================================== previews and video
 
 def step_previews(job: Job) -> None:
-    from rasterizer.preview import DEFAULT_BACKGROUND, write_previews
-
-    remove_stale(job.out, [f"preview_{v}.jpg" for v in PREVIEW_VIEWS])
-    prepared = prepare(job, "previews")
+    prepared = rendering_or_skip(job, "previews")
     if prepared is None:
         return
     for view in PREVIEW_VIEWS:
         try:
-            renderer = with_injected_faults(prepared, view)
-            write_previews(job._scene, job.out, up="y", size=job.opts.preview_size, background=DEFAULT_BACKGROUND,
-                           fmt="jpg", quality=90, views=(view,), prepared=renderer)
+            write_previews(job.rotated.scene, job.layout.out, up="y", size=job.opts.preview_size,
+                           background=DEFAULT_BACKGROUND, fmt="jpg", quality=90, views=(view,),
+                           prepared=with_injected_faults(prepared, view))
         except Exception as e:  # noqa: BLE001 - best effort: one view failing keeps the other
-            log.warning("previews: preview_%s.jpg not written: %s", view, _one_line(e))
-
-
-# =========================================================================== 8. video
-
-def step_video(job: Job) -> None:
-    import av
-    from rasterizer import backends
-    from rasterizer.imageio import to_uint8
-    from rasterizer.preview import DEFAULT_BACKGROUND, orbit_cameras
-
-    final = job.out / "preview.mp4"
-    remove_stale(job.out, ["preview.mp4"])
-    prepared = prepare(job, "video")
-    if prepared is None:
-        return
-    opts = job.opts
-    w, h = opts.video_size
-    cams = orbit_cameras(job._scene, n_frames=opts.video_frames, up="y", size=(w, h), elevation_deg=35.0,
-                         sweep_deg=360.0)
-    renderer = with_injected_faults(prepared, "video")
-    on_gpu = backends.resolve(opts.backend) == "gpu"
-
-    def frames():
-        if on_gpu:  # the scene is on the device already (Prepared): the orbit as one batch
-            for cam in cams:
-                yield renderer.render(cam, DEFAULT_BACKGROUND)
-            return
-        # CPU: render the first frame(s), estimate the whole orbit, skip it if over budget
-        t0 = time.perf_counter()
-        first = renderer.render(cams[0], DEFAULT_BACKGROUND)
-        per_frame = time.perf_counter() - t0
-        estimate = per_frame * len(cams)
-        if estimate > opts.video_cpu_budget_s and len(cams) > 1:  # the first frame may include JIT warm-up
-            t0 = time.perf_counter()
-            second = renderer.render(cams[1], DEFAULT_BACKGROUND)
-            per_frame = time.perf_counter() - t0
-            estimate = per_frame * len(cams)
-            if estimate > opts.video_cpu_budget_s:
-                raise BudgetExceeded(estimate)
-            yield first
-            yield second
-            rest = cams[2:]
-        else:
-            yield first
-            rest = cams[1:]
-        log.info("video: CPU rendering, about %.1f s for %d frames (budget %.0f s)", estimate, len(cams),
-                 opts.video_cpu_budget_s)
-        for cam in rest:
-            yield renderer.render(cam, DEFAULT_BACKGROUND)
-
-    t0 = time.perf_counter()
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".preview.mp4.", suffix=".tmp", dir=job.out)
-        os.close(fd)
-        with av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
-            stream = container.add_stream("libx264", rate=opts.video_fps)
-            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            stream.options = {"crf": "23", "preset": "medium"}
-            for img in frames():
-                frame = av.VideoFrame.from_ndarray(to_uint8(img.rgb), format="rgb24")
-                container.mux(stream.encode(frame))
-            container.mux(stream.encode())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, final)
-    except BudgetExceeded as e:
-        _unlink(tmp)
-        log.info("video: skipped: rendering %d frames on the CPU would take about %.0f s, over the budget of "
-                 "%.0f s (--video-cpu-budget)", len(cams), e.estimate, opts.video_cpu_budget_s)
-        return
-    except BaseException as e:
-        _unlink(tmp)
-        if not isinstance(e, Exception):
-            raise
-        log.warning("video: preview.mp4 not written: %s", _one_line(e))
-        return
-    log.info("video: wrote %s (%dx%d, %d frames at %d fps, H.264 yuv420p, fast start; %.1f s)", final, w, h,
-             len(cams), opts.video_fps, time.perf_counter() - t0)
+            log.warning("previews: %s not written: %s", PREVIEW_VIEWS[view].file, one_line(e))
 
 
 class BudgetExceeded(Exception):
@@ -504,37 +266,69 @@ class BudgetExceeded(Exception):
         self.estimate = estimate
 
 
-# --------------------------------------------------------------------------- preview helpers
-
-def prepare(job: Job, step: str):
-    """The rotated scene, loaded and uploaded once for both best-effort steps (None on failure)."""
-    from rasterizer import backends
-    from rasterizer.render import Prepared
-    from rasterizer.scene import load_scene
-
-    if job._prepared is not None:
-        return job._prepared
+def step_video(job: Job) -> None:
+    prepared = rendering_or_skip(job, "video")
+    if prepared is None:
+        return
+    opts, path = job.opts, job.layout.preview_video
+    cams = orbit_cameras(job.rotated.scene, n_frames=opts.video_frames, up="y", size=opts.video_size,
+                         elevation_deg=VIDEO_ELEVATION_DEG, sweep_deg=360.0)
+    renderer = with_injected_faults(prepared, "video")
+    t0 = time.perf_counter()
     try:
-        job._scene = load_scene(job.splat_rot_ply)
-        backend = backends.resolve(job.opts.backend)
-        job._prepared = Prepared(job._scene, backend)
-        log.info("%s: rendering %s (%d Gaussians) with the %s backend", step, job.splat_rot_ply,
-                 len(job._scene), backend)
-        return job._prepared
+        write_mp4(path, (to_uint8(img.rgb) for img in orbit_frames(job, renderer, cams)), opts.video_size,
+                  opts.video_fps, len(cams))
+    except BudgetExceeded as e:
+        log.info("video: skipped: rendering %d frames on the CPU would take about %.0f s, over the budget of "
+                 "%.0f s (--video-cpu-budget)", len(cams), e.estimate, opts.video_cpu_budget_s)
+        return
     except Exception as e:  # noqa: BLE001 - best effort
-        log.warning("%s: skipped: %s", step, _one_line(e))
-        job._scene = None
+        log.warning("video: %s not written: %s", path.name, one_line(e))
+        return
+    w, h = opts.video_size
+    log.info("video: wrote %s (%dx%d, %d frames at %d fps, H.264 yuv420p, fast start; %.1f s)", path, w, h,
+             len(cams), opts.video_fps, time.perf_counter() - t0)
+
+
+def orbit_frames(job: Job, renderer, cams) -> Iterator:
+    """The orbit's images. On the CPU, the first frame(s) are timed first and the orbit is abandoned
+    (BudgetExceeded) when the whole would take longer than ``--video-cpu-budget``."""
+    if job.rotated.backend == "gpu":
+        for cam in cams:
+            yield renderer.render(cam, DEFAULT_BACKGROUND)
+        return
+    budget = job.opts.video_cpu_budget_s
+    timed = []
+    for cam in cams[:2]:  # the first frame may include a one-time JIT compile: time a second one too
+        t0 = time.perf_counter()
+        timed.append(renderer.render(cam, DEFAULT_BACKGROUND))
+        estimate = (time.perf_counter() - t0) * len(cams)
+        if estimate <= budget or len(cams) == 1:
+            break
+    if estimate > budget:
+        raise BudgetExceeded(estimate)
+    log.info("video: CPU rendering, about %.1f s for %d frames (budget %.0f s)", estimate, len(cams), budget)
+    yield from timed
+    for cam in cams[len(timed):]:
+        yield renderer.render(cam, DEFAULT_BACKGROUND)
+
+
+def rendering_or_skip(job: Job, step: str) -> Prepared | None:
+    """The rotated scene ready to render, or None (after a warning) when it cannot be loaded."""
+    try:
+        return job.rotated.prepared
+    except Exception as e:  # noqa: BLE001 - best effort
+        log.warning("%s: skipped: %s", step, one_line(e))
         return None
 
 
 def with_injected_faults(prepared, output: str):
     """``prepared``, or a stand-in whose render raises, when ``$SPLATTER_INJECT_RENDER_FAULT``
     names this output (``top``, ``angle``, ``video``; ``video@K`` fails at frame K)."""
-    spec = [s.strip() for s in os.environ.get(FAULT_ENV, "").split(",") if s.strip()]
     at = None
-    for s in spec:
+    for s in (s.strip() for s in os.environ.get(FAULT_ENV, "").split(",")):
         name, _, k = s.partition("@")
-        if name == output:
+        if s and name == output:
             at = int(k) if k else 0
     if at is None:
         return prepared
@@ -552,84 +346,122 @@ def with_injected_faults(prepared, output: str):
     return Faulty()
 
 
-def remove_stale(folder: Path, names: list[str]) -> None:
-    """Delete outputs of an earlier attempt (and temp files a killed attempt left behind)."""
-    for name in names:
-        for p in [folder / name, *folder.glob(f".{name}.*.tmp")]:
+# =========================================================================== the steps
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: Callable[[Job], None]
+    about: str
+    inputs: tuple[str, ...] = ()   # JobLayout paths it reads: missing ones are bad input (exit 2)
+    outputs: tuple[str, ...] = ()  # JobLayout paths it writes: stale files removed first; all required at the end
+    tool: str | None = None        # the external command it runs, checked before the job starts
+    best_effort: bool = False      # its failure is a warning; the job goes on
+
+
+STEPS = (
+    Step("extract", step_extract, "Frames.mp4 of every dataset → JPEG frames named as in the COLMAP images.bin",
+         inputs=("datasets",), outputs=("frames",)),
+    Step("process", step_process, "ns-process-data images: COLMAP model + frames → nerfstudio dataset",
+         inputs=("frames", "images_bin"), outputs=("transforms",), tool="ns-process-data"),
+    Step("train", step_train, "ns-train splatfacto on the nerfstudio dataset",
+         inputs=("transforms",), outputs=("config",), tool="ns-train"),
+    Step("export", step_export, "ns-export gaussian-splat → refined/splatter/splat.ply",
+         inputs=("config",), outputs=("splat_ply",), tool="ns-export"),
+    Step("rotate", step_rotate, "splat.ply → splat_rot.ply in the domain frame (inverse applied_transform, SH rotated)",
+         inputs=("splat_ply",), outputs=("splat_rot_ply",)),
+    Step("convert", step_convert, "splat_rot.ply → splat_rot.splat (ply2splat's bytes and order)",
+         inputs=("splat_rot_ply",), outputs=("splat_rot_splat",)),
+    Step("sog", step_sog, "splat_rot.ply → splat_rot.sog, SOG compression (best effort)",
+         inputs=("splat_rot_ply",), outputs=("splat_rot_sog",), best_effort=True),
+    Step("previews", step_previews, "preview_top.jpg and preview_angle.jpg (best effort)",
+         inputs=("splat_rot_ply",), outputs=("preview_top", "preview_angle"), best_effort=True),
+    Step("video", step_video, f"preview.mp4, an orbit at {VIDEO_ELEVATION_DEG:g}° elevation (best effort)",
+         inputs=("splat_rot_ply",), outputs=("preview_video",), best_effort=True),
+)
+STEP_NAMES = tuple(s.name for s in STEPS)
+
+
+def check_inputs(job: Job, step: Step) -> None:
+    for attr in step.inputs:
+        path = getattr(job.layout, attr)
+        if not path.exists():
+            producer = next((s.name for s in STEPS if attr in s.outputs), None)
+            raise BadInput(f"{path} not found" + (f" (run the {producer} step first)" if producer else ""))
+
+
+def remove_stale(job: Job, step: Step) -> None:
+    """Delete the step's outputs from an earlier attempt (and temp files a killed attempt left behind)."""
+    for attr in step.outputs:
+        path = getattr(job.layout, attr)
+        for p in [path, *path.parent.glob(f".{path.name}.*.tmp")]:
+            if p.is_dir():
+                continue
             try:
                 p.unlink()
                 log.info("removed stale %s", p)
             except FileNotFoundError:
                 pass
             except OSError as e:
-                log.warning("cannot remove stale %s: %s", p, _one_line(e))
+                log.warning("cannot remove stale %s: %s", p, one_line(e))
 
 
-def _unlink(p) -> None:
-    if p is None:
-        return
-    try:
-        os.unlink(p)
-    except OSError:
-        pass
+def check_outputs(job: Job, step: Step) -> None:
+    for attr in step.outputs:
+        path = getattr(job.layout, attr)
+        if not path.exists():
+            raise StepError(f"the step finished but did not write {path}")
 
 
-# =========================================================================== demo job
-
-def build_demo_job(root: Path) -> None:
-    """A job as if training had produced ``splat.ply``: the demo room moved into nerfstudio's
-    frame by the applied_transform that ns-process-data records in transforms.json."""
-    from rasterizer.demo import demo_scene
-    from rasterizer.scene import atomic_write, save_ply
-    from rasterizer.transform import COLMAP_TO_NERFSTUDIO, from_matrix, transform_scene
-
-    job = Job(root, DEMO_ID, DEMO_ID)
-    applied = COLMAP_TO_NERFSTUDIO.tolist()
-    doc = {"camera_model": "OPENCV", "frames": [], "applied_transform": applied}
-    atomic_write(job.ns_data / "transforms.json", lambda f: f.write(json.dumps(doc, indent=2).encode()))
-    scene = transform_scene(demo_scene(), from_matrix(applied))
-    save_ply(scene, job.splat_ply)
-    log.info("demo: wrote %s (%d Gaussians, SH degree %d, in nerfstudio's frame) and %s", job.splat_ply,
-             len(scene), scene.sh_degree, job.ns_data / "transforms.json")
-
-
-# =========================================================================== main
-
-STEP_FUNCS = {"extract": step_extract, "process": step_process, "train": step_train, "export": step_export,
-              "rotate": step_rotate, "convert": step_convert, "previews": step_previews, "video": step_video}
-
-
-def run_pipeline(job: Job, steps: list[str]) -> int:
-    log.info("job %s (domain %s): root %s, steps %s", job.job_id, job.domain_id, job.root, " → ".join(steps))
-    missing = [(s, TOOLS[s]) for s in steps if s in TOOLS and shutil.which(TOOLS[s]) is None]
+def run_pipeline(job: Job, steps: list[Step]) -> int:
+    """Run ``steps`` in order; returns the exit status."""
+    log.info("job %r (domain %r): root %s, steps %s", job.job_id, job.domain_id, job.layout.root,
+             " → ".join(s.name for s in steps))
+    missing = [s for s in steps if s.tool and shutil.which(s.tool) is None]
     if missing:  # before hours of work, not after
-        step, tool = missing[0]
-        log.error("step %s failed: %s not found on PATH (%s)", step, tool, NERFSTUDIO_HINT)
-        return 1
+        log.error("step %s failed: %s not found on PATH (%s)", missing[0].name, missing[0].tool, NERFSTUDIO_HINT)
+        return EXIT_FAILED
     t_job = time.perf_counter()
     for i, step in enumerate(steps, 1):
-        log.info("step %d/%d %s: start (%s)", i, len(steps), step, DESCRIPTIONS[step])
+        log.info("step %d/%d %s: start (%s)", i, len(steps), step.name, step.about)
         t0 = time.perf_counter()
         try:
-            STEP_FUNCS[step](job)
-        except StepError as e:
-            log.error("step %s failed after %.1f s: %s", step, time.perf_counter() - t0, e)
-            return 1
-        except Exception as e:  # noqa: BLE001
-            if step in BEST_EFFORT:
-                log.warning("step %s failed (best effort, the job goes on): %s", step, _one_line(e))
-            else:
-                log.debug("traceback", exc_info=True)
-                log.error("step %s failed after %.1f s: %s: %s", step, time.perf_counter() - t0,
-                          type(e).__name__, _one_line(e))
-                return 1
-        log.info("step %s: done in %.2f s", step, time.perf_counter() - t0)
-    outputs = [p for p in (job.splat_ply, job.splat_rot_ply, job.splat_rot_splat, job.out / "preview_top.jpg",
-                           job.out / "preview_angle.jpg", job.out / "preview.mp4") if p.is_file()]
+            check_inputs(job, step)
+            remove_stale(job, step)
+            step.run(job)
+            if not step.best_effort:
+                check_outputs(job, step)
+        except Exception as e:  # noqa: BLE001 - every failure becomes one line and an exit status
+            if step.best_effort:
+                log.warning("step %s failed (best effort, the job goes on): %s", step.name, one_line(e))
+                continue
+            log.debug("traceback", exc_info=True)
+            log.error("step %s failed after %.1f s: %s", step.name, time.perf_counter() - t0,
+                      one_line(e) if isinstance(e, StepError) else f"{type(e).__name__}: {one_line(e)}")
+            return EXIT_BAD_INPUT if isinstance(e, BadInput) else EXIT_FAILED
+        log.info("step %s: done in %.2f s", step.name, time.perf_counter() - t0)
+    L = job.layout
+    outputs = [p for p in (L.splat_ply, L.splat_rot_ply, *(L.artifact(a) for a in ARTIFACTS)) if p.is_file()]
     log.info("job done in %.1f s; outputs: %s", time.perf_counter() - t_job,
              ", ".join(f"{p.name} ({p.stat().st_size} B)" for p in outputs) or "none")
     return 0
 
+
+# =========================================================================== demo job
+
+def build_demo_job(layout: JobLayout) -> None:
+    """A job as if training had produced ``splat.ply``: the demo room moved into nerfstudio's
+    frame by the applied_transform that ns-process-data records in transforms.json."""
+    applied = COLMAP_TO_NERFSTUDIO.tolist()
+    doc = {"camera_model": "OPENCV", "frames": [], "applied_transform": applied}
+    atomic_write(layout.transforms, lambda f: f.write(json.dumps(doc, indent=2).encode()))
+    scene = transform_scene(demo_scene(), from_matrix(applied))
+    save_ply(scene, layout.splat_ply)
+    log.info("demo: wrote %s (%d Gaussians, SH degree %d, in nerfstudio's frame) and %s", layout.splat_ply,
+             len(scene), scene.sh_degree, layout.transforms)
+
+
+# =========================================================================== command line
 
 def parse_size(text: str) -> tuple[int, int]:
     m = re.fullmatch(r"(\d+)x(\d+)", text.strip().lower())
@@ -645,45 +477,41 @@ def parse_video_size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="run.py", description="splatter job pipeline: " + " → ".join(STEPS),
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> OneLineParser:
+    d = Options()
+    ap = OneLineParser(prog="run.py", description="splatter job pipeline: " + " → ".join(STEP_NAMES),
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--domain_id", help="domain the job belongs to (logged); required unless --demo")
     ap.add_argument("--job_id", help="job id (logged); required unless --demo")
     ap.add_argument("--job_root_path", type=Path, help="the job folder (inputs and outputs)")
     ap.add_argument("--log_level", default="info", type=str.upper,
                     choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level")
-    ap.add_argument("--from-step", choices=STEPS, help="start here (resume an earlier job)")
-    ap.add_argument("--to-step", choices=STEPS, help="stop after this step")
+    ap.add_argument("--from-step", choices=STEP_NAMES, help="start here (resume an earlier job)")
+    ap.add_argument("--to-step", choices=STEP_NAMES, help="stop after this step")
     ap.add_argument("--steps", action="store_true", help="list the steps in order and exit")
     ap.add_argument("--demo", action="store_true",
                     help="build a demo job from the built-in demo scene under --job_root_path (default "
                          "demo-job) and run it from step rotate")
-    ap.add_argument("--backend", default="auto", choices=["auto", "gpu", "cpu", "numpy"],
+    ap.add_argument("--backend", default=d.backend, choices=["auto", "gpu", "cpu", "numpy"],
                     help="renderer for previews and video (auto: gpu when CuPy sees a device, else cpu)")
-    ap.add_argument("--preview-size", type=parse_size, default="1280x720", metavar="WxH",
+    ap.add_argument("--preview-size", type=parse_size, default="%dx%d" % d.preview_size, metavar="WxH",
                     help="preview image size")
-    ap.add_argument("--video-size", type=parse_video_size, default="1280x720", metavar="WxH",
-                    help="orbit video size (even numbers)")
-    ap.add_argument("--video-frames", type=int, default=150, help="orbit frames (5 s at 30 fps)")
-    ap.add_argument("--video-fps", type=int, default=30)
-    ap.add_argument("--video-cpu-budget", type=float, default=300.0, metavar="SECONDS",
+    ap.add_argument("--video-size", type=parse_video_size, default="%dx%d" % d.video_size,
+                    metavar="WxH", help="orbit video size (even numbers)")
+    ap.add_argument("--video-frames", type=int, default=d.video_frames, help="orbit frames")
+    ap.add_argument("--video-fps", type=int, default=d.video_fps)
+    ap.add_argument("--video-cpu-budget", type=float, default=d.video_cpu_budget_s, metavar="SECONDS",
                     help="without a GPU, render the video only if it should take at most this long")
     return ap
 
 
-def setup_logging(level: str) -> None:
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    out = logging.StreamHandler(sys.stdout)
-    out.addFilter(lambda r: r.levelno < logging.ERROR)
-    err = logging.StreamHandler(sys.stderr)
-    err.setLevel(logging.ERROR)
-    root = logging.getLogger()
-    root.handlers[:] = []
-    for h in (out, err):
-        h.setFormatter(fmt)
-        root.addHandler(h)
-    root.setLevel(level)
+def step_slice(ap: OneLineParser, from_step: str | None, to_step: str | None) -> list[Step]:
+    """The steps from ``from_step`` to ``to_step`` (both included); a reversed pair is a command-line error."""
+    first = STEP_NAMES.index(from_step) if from_step else 0
+    last = STEP_NAMES.index(to_step) if to_step else len(STEPS) - 1
+    if first > last:
+        ap.error(f"--from-step {from_step} comes after --to-step {to_step}")
+    return list(STEPS[first:last + 1])
 
 
 def main(argv=None) -> int:
@@ -691,44 +519,41 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.steps:
         for i, s in enumerate(STEPS, 1):
-            print(f"{i}. {s:9s} {DESCRIPTIONS[s]}")
+            print(f"{i}. {s.name:9s} {s.about}")
         return 0
     if args.demo:
         args.job_root_path = args.job_root_path or Path("demo-job")
         args.domain_id, args.job_id = args.domain_id or DEMO_ID, args.job_id or DEMO_ID
-        if args.from_step and STEPS.index(args.from_step) < STEPS.index("rotate"):
+        if args.from_step and STEP_NAMES.index(args.from_step) < STEP_NAMES.index("rotate"):
             ap.error("--demo starts from a trained splat: --from-step must be rotate or later")
         args.from_step = args.from_step or "rotate"
     else:
         missing = [f"--{n}" for n in ("domain_id", "job_id", "job_root_path") if getattr(args, n) is None]
         if missing:
             ap.error(f"the following arguments are required: {', '.join(missing)} (or use --demo)")
-    first = STEPS.index(args.from_step) if args.from_step else 0
-    last = STEPS.index(args.to_step) if args.to_step else len(STEPS) - 1
-    if first > last:
-        ap.error(f"--from-step {args.from_step} comes after --to-step {args.to_step}")
+    steps = step_slice(ap, args.from_step, args.to_step)
     if args.video_frames < 1 or args.video_fps < 1:
         ap.error("--video-frames and --video-fps must be at least 1")
-    setup_logging(args.log_level)
+    logsafe.configure(args.log_level, split_errors=True)
 
     opts = Options(backend=args.backend, preview_size=args.preview_size, video_size=args.video_size,
                    video_frames=args.video_frames, video_fps=args.video_fps,
                    video_cpu_budget_s=args.video_cpu_budget)
-    job = Job(args.job_root_path.resolve(), args.domain_id, args.job_id, opts)
+    job = Job(JobLayout(args.job_root_path.resolve()), args.domain_id, args.job_id, opts)
     if args.demo:
         try:
-            build_demo_job(job.root)
+            build_demo_job(job.layout)
         except Exception as e:  # noqa: BLE001 - e.g. an unwritable folder
-            log.error("demo: cannot build the demo job under %s: %s", job.root, _one_line(e))
-            return 1
-    elif not job.root.is_dir():
-        log.error("job root %s is not a folder", job.root)
-        return 1
-    return run_pipeline(job, list(STEPS[first:last + 1]))
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
+            log.error("demo: cannot build the demo job under %s: %s", job.layout.root, one_line(e))
+            return EXIT_FAILED
+    elif not job.layout.root.is_dir():
+        log.error("job root %s is not a folder", job.layout.root)
+        return EXIT_BAD_INPUT
+    try:
+        return run_pipeline(job, steps)
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

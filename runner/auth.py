@@ -9,13 +9,16 @@ import logging
 import random
 import threading
 import time
+
 import httpx
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from tenacity import RetryCallState
 
 from .clock import seconds_until
 from .config import Config
-from .httputil import HttpError, Interrupted, check, is_retryable, with_retry
+from .httputil import HttpError, check, fixed, is_retryable, retry, with_policy
+from .redact import SECRETS
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ class DdsClient:
             resp = self.http.post(f"{self.base}/internal/v1/auth/siwe/request", json={"wallet": self.wallet.address})
             return check(resp, "DDS siwe/request").json()
 
-        challenge = with_retry(self.cfg.retry, "DDS siwe/request", attempt, self.stop)
+        challenge = with_policy(self.cfg.retry, "DDS siwe/request", attempt, self.stop)
         message = siwe_message(challenge, self.wallet.address)
         return message, self.wallet.sign(message)
 
@@ -119,44 +122,43 @@ class TokenManager:
                 self._token = None
 
     def _ensure_registered(self) -> None:
-        while not self._registered:
-            try:
-                self.dds.register_once()
-                self._registered = True
-            except (HttpError, httpx.HTTPError) as exc:
-                log.warning("node registration failed: %s; next attempt in %.1fs", _short(exc),
-                            self.cfg.register_interval_s)
-                if self.stop.wait(self.cfg.register_interval_s):
-                    raise Interrupted("registration interrupted by shutdown") from exc
+        """Register until DDS accepts (or already knows) the wallet, every REGISTER_INTERVAL_SECS, for as long
+        as it takes; a shutdown ends the wait with Interrupted."""
+        if self._registered:
+            return
+
+        def attempt(_: int) -> None:
+            self.dds.register_once()
+            self._registered = True
+
+        retry(attempt, "node registration", fixed(self.cfg.register_interval_s),
+              retry_on=lambda exc: isinstance(exc, (HttpError, httpx.HTTPError)), stop_event=self.stop)
 
     def _login(self) -> None:
-        attempts = self.cfg.token_reauth_max_retries + 1
-        for attempt in range(1, attempts + 1):
+        """Sign in: TOKEN_REAUTH_MAX_RETRIES more tries after the first on transient errors, each after a jitter
+        of up to TOKEN_REAUTH_JITTER_MS; a verify answering 403/404 re-arms registration and tries again at once."""
+        def attempt(_: int) -> tuple[str, float | None]:
             self._ensure_registered()
             try:
-                token, ttl = self.dds.verify()
+                return self.dds.verify()
             except RegistrationInvalid as exc:
                 log.warning("%s: registration no longer valid, registering again", exc)
                 self._registered = False
-                continue
-            except Exception as exc:  # noqa: BLE001
-                if not is_retryable(exc) or attempt == attempts:
-                    raise
-                delay = random.uniform(0, self.cfg.token_reauth_jitter_ms / 1000.0) + 0.05
-                log.warning("DDS sign-in failed (%s); retrying in %.2fs", _short(exc), delay)
-                if self.stop.wait(delay):
-                    raise Interrupted("sign-in interrupted by shutdown") from exc
-                continue
-            self._token = token
-            if ttl is None or ttl <= 0:
-                self._refresh_at = float("inf") if ttl is None else time.monotonic()
-            else:
-                self._refresh_at = time.monotonic() + self.cfg.token_safety_ratio * ttl
-            log.info("signed in to DDS as %s (token lifetime %s)", self.dds.wallet.address,
-                     "unknown" if ttl is None else f"{ttl:.0f}s")
-            return
-        raise RegistrationInvalid("DDS sign-in kept failing: registration not accepted")
+                raise
 
+        def wait(state: RetryCallState) -> float:
+            if isinstance(state.outcome.exception(), RegistrationInvalid):
+                return 0.0
+            return random.uniform(0, self.cfg.token_reauth_jitter_ms / 1000.0) + 0.05
 
-def _short(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
+        token, ttl = retry(attempt, "DDS sign-in", wait, attempts=self.cfg.token_reauth_max_retries + 1,
+                           retry_on=lambda exc: isinstance(exc, RegistrationInvalid) or is_retryable(exc),
+                           stop_event=self.stop)
+        SECRETS.add(token)
+        self._token = token
+        if ttl is None or ttl <= 0:
+            self._refresh_at = float("inf") if ttl is None else time.monotonic()
+        else:
+            self._refresh_at = time.monotonic() + self.cfg.token_safety_ratio * ttl
+        log.info("signed in to DDS as %s (token lifetime %s)", self.dds.wallet.address,
+                 "unknown" if ttl is None else f"{ttl:.0f}s")

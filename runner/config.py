@@ -8,13 +8,15 @@ DDS_BASE_URL, CLIENT_ID, REQUEST_TIMEOUT_SECS (60, 1..300), REGISTER_INTERVAL_SE
 (1000/30000), HEARTBEAT_MIN/MAX_RATIO (0.25/0.35), TOKEN_SAFETY_RATIO (0.75), TOKEN_REAUTH_MAX_RETRIES (3),
 TOKEN_REAUTH_JITTER_MS (500), NODE_VERSION, LOG_FORMAT (text|json), TASKS_ROOT (tasks), DISABLE_TASKS_CLEANUP,
 SPLATTER_RUN_PY (./run.py next to the package), POSEMESH_CLIENT_ID (splatter-runner), HEALTH_PORT (8080, 0 = off).
-Our own additions: LOG_LEVEL (INFO), SPLATTER_PYTHON (python3), HTTP_RETRY_ATTEMPTS (5), HTTP_RETRY_BASE_MS (500),
+Our own additions: LOG_LEVEL (INFO), SPLATTER_PYTHON (the interpreter that runs run.py; default: the one the node
+runs in, so run.py sees the node's packages and virtualenv), HTTP_RETRY_ATTEMPTS (5), HTTP_RETRY_BASE_MS (500),
 HTTP_RETRY_MAX_MS (10000).
 """
 from __future__ import annotations
 
 import os
 import re
+import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,7 +115,7 @@ class Config:
             tasks_root=Path(e.get("TASKS_ROOT") or "tasks"),
             disable_tasks_cleanup=e.get("DISABLE_TASKS_CLEANUP", "").strip().lower() in TRUTHY,
             run_py=run_py,
-            python=e.get("SPLATTER_PYTHON") or "python3",
+            python=e.get("SPLATTER_PYTHON") or sys.executable,
             health_port=reader.int("HEALTH_PORT", 8080, 0, 65535),
             log_format=log_format,
             log_level=(e.get("LOG_LEVEL") or "INFO").upper(),

@@ -6,7 +6,6 @@ backoff; a receipt that meets 409 on a retry is taken as already delivered by th
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 from urllib.parse import quote
 
@@ -14,7 +13,7 @@ import httpx
 
 from .auth import TokenManager
 from .config import Config
-from .httputil import HttpError, check, with_retry
+from .httputil import HttpError, check, with_policy
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +21,10 @@ MAX_BODY = 2 << 20  # the SDK caps DMS response bodies at 2 MiB
 
 
 class DmsClient:
-    def __init__(self, cfg: Config, tokens: TokenManager, stop: threading.Event | None = None):
+    def __init__(self, cfg: Config, tokens: TokenManager):
         self.cfg = cfg
         self.base = cfg.dms_base_url
         self.tokens = tokens
-        self.stop = stop
         self.http = httpx.Client(timeout=httpx.Timeout(cfg.request_timeout_s))
 
     def _send(self, method: str, path: str, body: Any = None) -> httpx.Response:
@@ -72,7 +70,7 @@ class DmsClient:
                               {"progress": progress, "events": events})
             return self._json(check(resp, what), what)
 
-        return with_retry(self.cfg.retry, what, attempt, None)
+        return with_policy(self.cfg.retry, what, attempt)
 
     def _receipt(self, task_id: str, kind: str, body: dict) -> None:
         what = f"DMS {kind}"
@@ -84,7 +82,7 @@ class DmsClient:
                 return
             check(resp, what)
 
-        with_retry(self.cfg.retry, what, attempt, None)
+        with_policy(self.cfg.retry, what, attempt)
 
     def complete(self, task_id: str, body: dict) -> None:
         self._receipt(task_id, "complete", body)

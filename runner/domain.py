@@ -3,7 +3,9 @@
 Bodies are streamed to and from disk, because recordings can be gigabytes. Create/update use the protocol's
 hand-built multipart framing (literal boundary ``boundary`` and a custom ``data-type`` disposition parameter),
 which no form encoder produces. Every call is retried on transient failures; uploads are made safe to retry by
-checking, before repeating a create, whether the previous attempt already created the item.
+checking, before repeating a create, whether the previous attempt already created the item. A 401 means the Domain
+access token expired: the client asks for a fresh one (the task session heartbeats DMS, whose answer carries it) and
+sends the request once more.
 """
 from __future__ import annotations
 
@@ -13,13 +15,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import quote, urlencode
 
 import httpx
 
 from .config import RetryPolicy
-from .httputil import HttpError, Interrupted, check, with_retry
+from .httputil import HttpError, Interrupted, check, doubling, retry, with_policy
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +81,20 @@ def update_part_header(existing_id: str) -> bytes:
 
 class DomainClient:
     """One domain server. ``token`` is called for every request so a token swapped in by a heartbeat is used by
-    the very next call; ``cancelled`` is polled while bodies stream so a cancel stops a long transfer."""
+    the very next call; after a 401, ``refresh(refused_token)`` is asked for a new one (True when the token in
+    use changed) and the request is sent once more. ``cancelled`` is polled while bodies stream so a cancel
+    stops a long transfer."""
 
     def __init__(self, base_url: str, token: Callable[[], str], client_id: str, timeout_s: float,
                  retry: RetryPolicy, cancelled: Callable[[], bool] | None = None,
-                 stop: threading.Event | None = None):
+                 refresh: Callable[[str], bool] | None = None):
         self.base = base_url.rstrip("/")
         self._token = token
+        self._refresh = refresh or (lambda _stale: False)
         self.client_id = client_id
         self.retry = retry
         self.timeout_s = timeout_s
         self._cancelled = cancelled or (lambda: False)
-        self._stop = stop
         self.http = httpx.Client(timeout=httpx.Timeout(timeout_s), follow_redirects=False)
 
     def close(self) -> None:
@@ -106,14 +110,31 @@ class DomainClient:
     def _data_url(self, domain_id: str, suffix: str = "") -> str:
         return f"{self.base}/api/v1/domains/{quote(domain_id, safe='')}/data{suffix}"
 
-    def _auth(self, with_client_id: bool) -> dict[str, str]:
-        h = {"Authorization": f"Bearer {self._token()}"}
-        if with_client_id:
-            h["posemesh-client-id"] = self.client_id
-        return h
+    def _send(self, method: str, url: str, client_id: bool, headers: dict[str, str] | None = None,
+              content: Callable[[], Any] | None = None, json: Any = None, stream: bool = False) -> httpx.Response:
+        """One authenticated request (``posemesh-client-id`` too when ``client_id``); ``content`` makes the body,
+        afresh for a resend. On 401 a fresh token is fetched and the request sent once more; the 401 itself is
+        returned when no fresh token comes. With ``stream`` the caller closes the response."""
+        for resend in (False, True):
+            token = self._token()
+            h = {"Authorization": f"Bearer {token}", **(headers or {})}
+            if client_id:
+                h["posemesh-client-id"] = self.client_id
+            request = self.http.build_request(method, url, headers=h, json=json,
+                                              content=content() if content else None)
+            resp = self.http.send(request, stream=stream)
+            if resp.status_code != 401 or resend:
+                return resp
+            log.info("domain answered 401 to %s %s: the access token expired; asking for a fresh one", method,
+                     url.split("?", 1)[0])
+            if not self._refresh(token):
+                log.warning("no fresh domain access token came; %s %s stays refused", method, url.split("?", 1)[0])
+                return resp
+            resp.close()
+        raise AssertionError("unreachable")
 
-    def _retry(self, what: str, fn: Callable[[int], object]):
-        return with_retry(self.retry, what, fn, self._stop)
+    def _retry(self, what: str, fn: Callable[[int], Any]):
+        return with_policy(self.retry, what, fn)
 
     def _file_chunks(self, path: Path, offset: int = 0, length: int | None = None,
                      head: bytes = b"", tail: bytes = b"") -> Iterator[bytes]:
@@ -178,7 +199,7 @@ class DomainClient:
         url = self._data_url(domain_id) + ("?" + "&".join(parts) if parts else "")
 
         def attempt(_: int) -> list[DomainDataMetadata]:
-            resp = self.http.get(url, headers={**self._auth(True), "Accept": "application/json"})
+            resp = self._send("GET", url, True, {"Accept": "application/json"})
             if resp.status_code == 404:
                 return []
             check(resp, "list domain data")
@@ -196,14 +217,17 @@ class DomainClient:
     # ---------------------------------------------------------------- download
     def download_by_id(self, domain_id: str, data_id: str, dest: Path) -> int:
         """``GET .../data/{id}?raw=true`` streamed into ``dest`` (via a ``.part`` file, renamed when complete, so
-        a half-written file never looks like an input). Returns the byte count."""
+        a half-written file never looks like an input). Returns the byte count. A failed download leaves nothing
+        behind, not even the folders it made for ``dest``."""
         url = self._data_url(domain_id, "/" + quote(data_id, safe="")) + "?raw=true"
+        made = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".part")
 
         def attempt(_: int) -> int:
             n = 0
-            with self.http.stream("GET", url, headers=self._auth(True)) as resp:
+            resp = self._send("GET", url, True, stream=True)
+            try:
                 check(resp, f"download {data_id}")
                 with open(tmp, "wb") as f:
                     for block in resp.iter_bytes(CHUNK):
@@ -211,11 +235,20 @@ class DomainClient:
                             raise Interrupted("download cancelled")
                         f.write(block)
                         n += len(block)
+            finally:
+                resp.close()
             os.replace(tmp, dest)
             return n
 
         try:
             return self._retry(f"download {data_id}", attempt)
+        except BaseException:
+            for folder in made:  # innermost first; rmdir refuses a folder something else filled meanwhile
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+            raise
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -223,10 +256,9 @@ class DomainClient:
     def _send_single(self, method: str, domain_id: str, head: bytes, path: Path, what: str) -> DomainDataMetadata:
         size = path.stat().st_size
         length = len(head) + size + 2 + len(CLOSING)
-        resp = self.http.request(
-            method, self._data_url(domain_id),
-            headers={**self._auth(False), "Content-Type": MULTIPART_CONTENT_TYPE, "Content-Length": str(length)},
-            content=self._file_chunks(path, head=head, tail=b"\r\n" + CLOSING))
+        resp = self._send(method, self._data_url(domain_id), False,
+                          {"Content-Type": MULTIPART_CONTENT_TYPE, "Content-Length": str(length)},
+                          content=lambda: self._file_chunks(path, head=head, tail=b"\r\n" + CLOSING))
         check(resp, what)
         data = resp.json().get("data") or []
         if not data:
@@ -272,17 +304,11 @@ class DomainClient:
         return self._retry(f"upload {name}", attempt)
 
     def _lookup_settled(self, domain_id: str, name: str, data_type: str, settle_s: float) -> DomainDataMetadata | None:
-        """``find`` now, and keep polling until ``settle_s`` has passed while nothing shows up."""
-        deadline = time.monotonic() + settle_s
-        delay = 0.05
-        while True:
-            found = self.find(domain_id, name, data_type)
-            if found is not None or time.monotonic() >= deadline:
-                return found
-            if self._cancelled():
-                raise Interrupted("upload cancelled")
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 1.0)
+        """``find`` now, and keep polling (50 ms, doubling to 1 s) until ``settle_s`` has passed while nothing
+        shows up."""
+        return retry(lambda _: self.find(domain_id, name, data_type), f"look up {name}", doubling(0.05, 1.0),
+                     deadline_s=settle_s, retry_on=lambda _exc: False, until=lambda found: found is not None,
+                     cancelled=self._cancelled)
 
     # ---------------------------------------------------------------- multipart upload
     def _multipart_url(self, domain_id: str, query: str) -> str:
@@ -297,7 +323,7 @@ class DomainClient:
                 "size": size, "content_type": "application/octet-stream", "existing_id": existing_id}
 
         def initiate(_: int) -> dict | None:
-            resp = self.http.post(self._multipart_url(domain_id, "uploads"), json=body, headers=self._auth(True))
+            resp = self._send("POST", self._multipart_url(domain_id, "uploads"), True, json=body)
             if resp.status_code in MULTIPART_FALLBACK_STATUSES:
                 return None
             check(resp, f"initiate multipart upload of {name}")
@@ -318,11 +344,10 @@ class DomainClient:
                 length = min(part_size, size - offset)
 
                 def put_part(_: int, number: int = number, offset: int = offset, length: int = length) -> str:
-                    resp = self.http.put(
-                        self._multipart_url(domain_id, f"uploadId={uid}&partNumber={number}"),
-                        headers={**self._auth(True), "Content-Type": "application/octet-stream",
-                                 "Content-Length": str(length)},
-                        content=self._file_chunks(path, offset, length))
+                    resp = self._send(
+                        "PUT", self._multipart_url(domain_id, f"uploadId={uid}&partNumber={number}"), True,
+                        {"Content-Type": "application/octet-stream", "Content-Length": str(length)},
+                        content=lambda: self._file_chunks(path, offset, length))
                     check(resp, f"upload part {number} of {name}")
                     return str(resp.json().get("etag", ""))
 
@@ -330,8 +355,8 @@ class DomainClient:
                               "etag": self._retry(f"upload part {number} of {name}", put_part)})
 
             def complete(n: int) -> DomainDataMetadata:
-                resp = self.http.post(self._multipart_url(domain_id, f"uploadId={uid}"), json={"parts": parts},
-                                      headers=self._auth(True))
+                resp = self._send("POST", self._multipart_url(domain_id, f"uploadId={uid}"), True,
+                                  json={"parts": parts})
                 if resp.status_code == 404 and n > 1:
                     # The previous complete may have succeeded and retired the upload id: look for the result.
                     done = self._find_uploaded(domain_id, name, data_type, existing_id, size)
@@ -356,7 +381,7 @@ class DomainClient:
 
     def _abort(self, domain_id: str, uid: str, name: str) -> None:
         try:
-            resp = self.http.delete(self._multipart_url(domain_id, f"uploadId={uid}"), headers=self._auth(True))
+            resp = self._send("DELETE", self._multipart_url(domain_id, f"uploadId={uid}"), True)
             log.warning("aborted multipart upload of %s (HTTP %d)", name, resp.status_code)
         except httpx.HTTPError as exc:
             log.warning("could not abort multipart upload of %s: %s", name, type(exc).__name__)
@@ -388,6 +413,3 @@ class DomainClient:
                 return meta
         return self._upload_single(domain_id, name, data_type, path, existing_id)
 
-    def delete(self, domain_id: str, data_id: str) -> None:
-        resp = self.http.delete(self._data_url(domain_id, "/" + quote(data_id, safe="")), headers=self._auth(False))
-        check(resp, f"delete {data_id}")

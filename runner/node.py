@@ -2,7 +2,8 @@
 
 Receipts follow the node-host contract: ``complete`` lists every uploaded artifact; ``fail`` carries
 ``runner failed: <error>`` cut to 4096 bytes; a cancelled task or a lost lease gets no receipt at all (DMS
-already knows, or will hand the task to someone else when the lease runs out).
+already knows, or will hand the task to someone else when the lease runs out). Receipts are scrubbed of every
+known secret before they are sent.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import signal
 import threading
 from typing import Callable
 
+from pipeline.errors import one_line
+
 from . import splatter
 from .auth import DdsClient, TokenManager, Wallet
 from .config import Config
@@ -21,6 +24,7 @@ from .dms import DmsClient
 from .domain import DomainClient
 from .health import HealthServer
 from .httputil import Interrupted
+from .redact import SECRETS
 from .session import TaskCancelled, TaskSession
 from .storage import ArtifactOutput
 
@@ -53,12 +57,14 @@ def domain_server_url(lease: dict) -> str | None:
 class Node:
     def __init__(self, cfg: Config):
         self.cfg = cfg
+        SECRETS.add(cfg.reg_secret)
+        SECRETS.add(cfg.privhex)
         self.stop = threading.Event()        # first signal: no more leasing
         self.interrupt = threading.Event()   # second signal: abandon the running task
         self.wallet = Wallet(cfg.privhex)
         self.dds = DdsClient(cfg, self.wallet, self.stop)
         self.tokens = TokenManager(cfg, self.dds, self.stop)
-        self.dms = DmsClient(cfg, self.tokens, self.stop)
+        self.dms = DmsClient(cfg, self.tokens)
         self.tasks_handled = 0
 
     # ------------------------------------------------------------ signals
@@ -90,7 +96,7 @@ class Node:
                 except Interrupted:
                     break
                 except Exception as exc:  # noqa: BLE001 - DMS/DDS trouble: wait and poll again
-                    log.warning("lease request failed: %s", exc)
+                    log.warning("lease request failed: %s", one_line(exc))
                     lease = None
                 if lease is not None:
                     self.handle(lease)
@@ -127,9 +133,9 @@ class Node:
         if not task_id:
             log.error("lease without a task id; ignoring it")
             return
-        log.info("leased task %s (%s, job %s)", task_id, capability, task.get("job_id"))
+        log.info("leased task %r (%r, job %r)", task_id, capability, task.get("job_id"))
         if lease.get("cancel") is True:
-            log.warning("task %s was cancelled in the lease itself; not running it", task_id)
+            log.warning("task %r was cancelled in the lease itself; not running it", task_id)
             return
         runner = RUNNERS.get(capability)
         if runner is None:
@@ -145,12 +151,13 @@ class Node:
         try:
             session.start()
         except Exception as exc:  # noqa: BLE001
-            log.error("task %s: initial heartbeat failed: %s", task_id, exc)
-            self._fail(task_id, "node_setup_failed", {"stage": "initial_heartbeat", "error": str(exc)},
+            log.error("task %r: initial heartbeat failed: %s", task_id, one_line(exc))
+            self._fail(task_id, "node_setup_failed", {"stage": "initial_heartbeat", "error": one_line(exc)},
                        prefix=False)
             return
         domain = DomainClient(base, session.domain_token.get, self.cfg.posemesh_client_id,
-                              self.cfg.request_timeout_s, self.cfg.retry, cancelled=session.is_cancelled)
+                              self.cfg.request_timeout_s, self.cfg.retry, cancelled=session.is_cancelled,
+                              refresh=session.refresh_domain_token)
         output = ArtifactOutput(domain, str(domain_id), task.get("outputs_prefix"))
         ctx = splatter.TaskContext(cfg=self.cfg, session=session, domain=domain, output=output,
                                    domain_id=str(domain_id), domain_server_url=base)
@@ -164,22 +171,24 @@ class Node:
             domain.close()
         artifacts = [u.to_json() for u in output.uploads]
         if session.is_cancelled() or isinstance(error, TaskCancelled):
-            log.warning("task %s stopped (%s): no receipt sent", task_id,
-                        session.cancel_reason() or str(error))
+            log.warning("task %r stopped (%s): no receipt sent", task_id,
+                        session.cancel_reason() or one_line(error))
             return
         if error is not None:
-            log.error("task %s failed: %s", task_id, error)
-            self._fail(task_id, str(error), {"job": job, "artifacts": artifacts})
+            log.error("task %r failed: %s", task_id, one_line(error))
+            self._fail(task_id, one_line(error), {"job": job, "artifacts": artifacts})
             return
-        body = {"output_cids": output.output_cids(), "meta": {"job": job, "artifacts": artifacts}}
+        body = SECRETS.scrub_json({"output_cids": output.output_cids(), "meta": {"job": job, "artifacts": artifacts}})
         try:
             self.dms.complete(task_id, body)
-            log.info("task %s completed with %d artifact(s)", task_id, len(artifacts))
+            log.info("task %r completed with %d artifact(s)", task_id, len(artifacts))
         except Exception as exc:  # noqa: BLE001
-            log.error("task %s: complete receipt not accepted: %s", task_id, exc)
+            log.error("task %r: complete receipt not accepted: %s", task_id, one_line(exc))
 
     def _fail(self, task_id: str, reason: str, details: dict | None, prefix: bool = True) -> None:
-        reason = truncate_utf8(("runner failed: " + reason) if prefix else reason, MAX_REASON_BYTES)
+        # scrubbed before it is cut, so a cut cannot leave part of a secret behind
+        reason = truncate_utf8(SECRETS.scrub(("runner failed: " + reason) if prefix else reason), MAX_REASON_BYTES)
+        details = SECRETS.scrub_json(details)
         if details is not None and len(json.dumps(details).encode()) > MAX_DETAILS_BYTES:
             details = None
         try:
@@ -187,12 +196,12 @@ class Node:
         except Exception as exc:  # noqa: BLE001
             status = getattr(exc, "status", None)
             if details is None or status is None or not 400 <= status < 500:
-                log.error("task %s: fail receipt not accepted: %s", task_id, exc)
+                log.error("task %r: fail receipt not accepted: %s", task_id, one_line(exc))
                 return
-            log.warning("task %s: fail receipt refused (%s); retrying without details", task_id, exc)
+            log.warning("task %r: fail receipt refused (%s); retrying without details", task_id, one_line(exc))
             try:
                 self.dms.fail(task_id, {"reason": reason, "details": None})
             except Exception as exc2:  # noqa: BLE001
-                log.error("task %s: fail receipt not accepted: %s", task_id, exc2)
+                log.error("task %r: fail receipt not accepted: %s", task_id, one_line(exc2))
         else:
-            log.info("task %s: fail receipt sent", task_id)
+            log.info("task %r: fail receipt sent", task_id)

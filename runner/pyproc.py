@@ -40,6 +40,19 @@ class PythonResult:
     tail: list[str] = field(default_factory=list)
 
 
+def last_lines(lines: dict[str, deque], limit: int = TAIL_LINES) -> list[str]:
+    """The last ``limit`` lines of both streams in the order they were read, as ``<stream>: <line>``; when there
+    are more, stdout's oldest go first. The two pipes are read by two threads, so a failing child's final stderr
+    line may be read before a burst of stdout written earlier: it must not be crowded out of the tail by them."""
+    merged = sorted((seq, tag, text) for tag, q in lines.items() for seq, text in q)
+    excess = len(merged) - limit
+    if excess > 0:
+        drop = {seq for seq, tag, _ in merged if tag == "stdout"}
+        drop = set(sorted(drop)[:excess])
+        merged = [m for m in merged if m[0] not in drop][-limit:]
+    return [f"{tag}: {text}" for _, tag, text in merged]
+
+
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
     env["PYTHONUNBUFFERED"] = "1"
@@ -84,7 +97,7 @@ def run_python(cmd: Sequence[str], cwd: Path, env: Mapping[str, str],
              threading.Thread(target=_pump, args=(proc.stderr, "stderr", q), daemon=True)]
     for t in pumps:
         t.start()
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    kept = {"stdout": deque(maxlen=TAIL_LINES), "stderr": deque(maxlen=TAIL_LINES)}
     counts = {"stdout": 0, "stderr": 0}
     open_streams = 2
     next_check = time.monotonic()
@@ -105,7 +118,7 @@ def run_python(cmd: Sequence[str], cwd: Path, env: Mapping[str, str],
                 continue
             counts[tag] += 1
             line = line[:MAX_LINE]
-            tail.append(f"{tag}: {line}")
+            kept[tag].append((counts["stdout"] + counts["stderr"], line))
             (log.info if tag == "stdout" else log.warning)("python %s: %s", tag, line)
         while True:
             try:
@@ -122,4 +135,4 @@ def run_python(cmd: Sequence[str], cwd: Path, env: Mapping[str, str],
                 s.close()
     return PythonResult(returncode=returncode if returncode >= 0 else None,
                         duration_ms=int((time.monotonic() - start) * 1000),
-                        stdout_lines=counts["stdout"], stderr_lines=counts["stderr"], tail=list(tail))
+                        stdout_lines=counts["stdout"], stderr_lines=counts["stderr"], tail=last_lines(kept))

@@ -3,6 +3,7 @@
 Progress and events are pushed to DMS synchronously (each call sends a heartbeat), so every documented progress
 stage reaches DMS in order; a timer thread additionally heartbeats after a random 25-35 % of the lease's
 remaining time. Any heartbeat failure means the lease is lost: the task is cancelled and no receipt is sent.
+Progress and events are scrubbed of every known secret before they are kept, whatever their source.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 from .clock import seconds_until
 from .config import Config
 from .dms import DmsClient
+from .redact import SECRETS
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,7 @@ class TokenRef:
     """The Domain access token, swapped in place when a heartbeat brings a new one."""
 
     def __init__(self, token: str):
+        SECRETS.add(token)
         self._token = token
         self._lock = threading.Lock()
 
@@ -37,6 +40,7 @@ class TokenRef:
             return self._token
 
     def set(self, token: str) -> None:
+        SECRETS.add(token)
         with self._lock:
             self._token = token
 
@@ -79,7 +83,7 @@ class TaskSession:
     def progress(self, value: Any) -> None:
         """Replace the progress value and heartbeat now; raises TaskCancelled if the lease is gone."""
         with self._state_lock:
-            self._progress = copy.deepcopy(value)
+            self._progress = SECRETS.scrub_json(value)
         self.heartbeat()
         if self.lost:
             raise TaskCancelled("task cancelled: lease lost")
@@ -87,8 +91,16 @@ class TaskSession:
     def log_event(self, event: Any) -> None:
         """Buffer an event and heartbeat now; events leave the buffer once DMS acknowledged them."""
         with self._state_lock:
-            self._events.append(copy.deepcopy(event))
+            self._events.append(SECRETS.scrub_json(event))
         self.heartbeat()
+
+    def refresh_domain_token(self, refused: str) -> bool:
+        """The domain answered 401 to ``refused``: heartbeat now, whose answer carries a fresh Domain token
+        (unless another heartbeat already brought one). True when the token in use is no longer ``refused``."""
+        if self.domain_token.get() == refused:
+            log.info("task %s: the domain refused the access token; heartbeating DMS for a fresh one", self.task_id)
+            self.heartbeat()
+        return self.domain_token.get() != refused
 
     # ------------------------------------------------------------ heartbeats
     def heartbeat(self) -> bool:

@@ -1,8 +1,9 @@
-"""The ``/splatter/colmap/v1`` runner: inputs from the domain → ``run.py`` → splat and previews to the domain.
+"""The ``/splatter/colmap/v1`` runner: inputs from the domain → ``run.py`` → SOG, splat and previews to the domain.
 
-Follows the splatter-server runner (lib.rs, preview version): the manifest CID lists ``dataIDs``; recordings
-land in ``datasets/<scan>/Frames.mp4`` and the refined COLMAP model in ``refined/global/refined_sfm_combined``;
-``refined/splatter/splat_rot.splat`` is the one required output and the previews are best effort.
+Follows the splatter-server runner (lib.rs, its preview and SOG versions): the manifest CID lists ``dataIDs``;
+recordings land in ``datasets/<scan>/Frames.mp4`` and the refined COLMAP model in
+``refined/global/refined_sfm_combined`` (the job layout is ``pipeline.layout``); of the artifacts
+(``pipeline.layout.ARTIFACTS``) the splat is required, the SOG, the previews and the video are best effort.
 """
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipeline.errors import one_line
+from pipeline.layout import ARTIFACTS, COLMAP_INPUTS, PREVIEW_IMAGES, PREVIEW_VIDEO, SOG, SPLAT, Artifact, JobLayout
 
 from .config import Config
 from .domain import DomainClient
@@ -25,16 +29,11 @@ log = logging.getLogger(__name__)
 CAPABILITY = "/splatter/colmap/v1"
 METADATA_CHUNK = 50
 RECORDING_PREFIX = "dmt_recording_"
+RECORDING_DATA_TYPE = "dmt_recording_mp4"
 MANIFEST_PREFIX = "refined_manifest"
 MAX_MANIFEST_BYTES = 64 << 20
 TASK_MARKER = ".splatter-task"
-COLMAP_FILES = (("colmap_frames_bin", "frames.bin"), ("colmap_images_bin", "images.bin"),
-                ("colmap_cameras_bin", "cameras.bin"), ("colmap_points3d_bin", "points3D.bin"),
-                ("colmap_rigs_bin", "rigs.bin"))
-SPLAT = ("splat_rot.splat", "splat_data", "refined_splat")
-PREVIEW_IMAGES = (("preview_top.jpg", "splat_preview_top", "refined_splat_preview_top"),
-                  ("preview_angle.jpg", "splat_preview_angle", "refined_splat_preview_angle"))
-PREVIEW_VIDEO = ("preview.mp4", "splat_preview_video", "refined_splat_preview_video")
+NO_DATASETS = "no datasets downloaded; expected at least one dmt_recording_* input"
 
 
 @dataclass
@@ -59,13 +58,6 @@ class TaskContext:
         return str(self.task.get("job_id") or self.task_id)
 
 
-def suffixed(prefix: str, suffix: str | None) -> str:
-    """``prefix + suffix`` with exactly one ``_`` between; the bare prefix without a suffix."""
-    if not suffix:
-        return prefix
-    return prefix + suffix if suffix.startswith("_") else f"{prefix}_{suffix}"
-
-
 def derived_scan_id(data_id: str) -> str | None:
     """Scan id behind a dataID that is not a data id: ``refined_scan_<scan>``, ``dmt_recording_<scan>[.mp4]``
     or a bare scan id. UUIDs and URLs are data references, not scans."""
@@ -88,11 +80,10 @@ def workspace_for(cfg: Config, task_id: str) -> Path:
     return contained(cfg.tasks_root.absolute(), task_id)
 
 
-def planned_artifacts(job_root: Path, suffix: str | None) -> list[tuple[str, str, Path]]:
-    """(name, data_type, path) of every output file the runner would upload, in upload order (existing only)."""
-    out = job_root / "refined" / "splatter"
-    items = [SPLAT, *PREVIEW_IMAGES, PREVIEW_VIDEO]
-    return [(suffixed(prefix, suffix), dt, out / fname) for fname, dt, prefix in items if (out / fname).is_file()]
+def planned_artifacts(job_root: Path) -> list[tuple[Artifact, Path]]:
+    """The artifacts the runner would upload from ``job_root`` and their files, in upload order (existing only)."""
+    layout = JobLayout(job_root)
+    return [(a, layout.artifact(a)) for a in ARTIFACTS if layout.artifact(a).is_file()]
 
 
 def run(ctx: TaskContext) -> None:
@@ -128,13 +119,14 @@ def _run(ctx: TaskContext, job_root: Path) -> None:
     s.log_event({"level": "info", "stage": "workspace", "message": "workspace prepared",
                  "task_id": ctx.task_id, "job_id": ctx.job_id})
 
+    layout = JobLayout(job_root)
     suffix, data_ids = _read_manifest(ctx, job_root)
-    summary = _download_inputs(ctx, job_root, suffix, data_ids)
+    summary = _download_inputs(ctx, layout, suffix, data_ids)
     s.progress({"pct": 20, "stage": "inputs", "status": "materialized", **summary})
     s.log_event({"level": "info", "stage": "inputs", "message": "inputs materialized", **summary})
 
     _run_pipeline(ctx, job_root)
-    _upload_outputs(ctx, job_root, suffix)
+    _upload_outputs(ctx, layout, suffix)
 
 
 def _read_manifest(ctx: TaskContext, job_root: Path) -> tuple[str | None, list[str]]:
@@ -144,7 +136,7 @@ def _read_manifest(ctx: TaskContext, job_root: Path) -> tuple[str | None, list[s
     cid = cids[0]
     ctx.session.checkpoint("before input materialization")
     mat = materialize_cid(ctx.domain, cid, ctx.domain_server_url, ctx.domain_id, job_root)
-    log.info("input cid %s: %s (%s, id %s)", cid, mat.name, mat.data_type, mat.data_id)
+    log.info("input cid %r: %r (%r, id %r)", cid, mat.name, mat.data_type, mat.data_id)
     suffix = mat.name[len(MANIFEST_PREFIX):] if mat.name.startswith(MANIFEST_PREFIX) else None
     if mat.path.stat().st_size > MAX_MANIFEST_BYTES:
         raise ValueError(f"input manifest {mat.name} is larger than {MAX_MANIFEST_BYTES} bytes")
@@ -158,27 +150,29 @@ def _read_manifest(ctx: TaskContext, job_root: Path) -> tuple[str | None, list[s
     return suffix or None, data_ids
 
 
-def _download_inputs(ctx: TaskContext, job_root: Path, suffix: str | None, data_ids: list[str]) -> dict:
+def _download_inputs(ctx: TaskContext, layout: JobLayout, suffix: str | None, data_ids: list[str]) -> dict:
+    """The manifest's recordings into ``datasets/<scan>/Frames.mp4`` and, with a suffix, the five COLMAP
+    binaries; a recording that fails is skipped (and leaves no folder), a COLMAP model arrives whole or not at
+    all. Raises when not one recording arrived."""
     s, dom, domain_id = ctx.session, ctx.domain, ctx.domain_id
-    datasets = job_root / "datasets"
-    datasets.mkdir(parents=True, exist_ok=True)
+    layout.datasets.mkdir(parents=True, exist_ok=True)
     chunks = items = downloaded = failures = colmap_ok = colmap_failed = 0
     seen: set[str] = set()
 
     def fetch_recording(data_id: str, folder: str, name: str) -> bool:
         nonlocal downloaded, failures
         s.checkpoint("downloading input recording")
-        dest = contained(job_root, "datasets", folder) / "Frames.mp4"
+        dest = layout.recording(contained(layout.datasets, folder).name)
         try:
             n = dom.download_by_id(domain_id, data_id, dest)
         except Exception as exc:  # noqa: BLE001 - one bad recording does not sink the task
             s.checkpoint("downloading input recording")
             failures += 1
-            log.warning("failed to download recording %s (%s): %s", name, data_id, exc)
+            log.warning("failed to download recording %r (%r): %s", name, data_id, one_line(exc))
             return False
         downloaded += 1
         seen.add(name)
-        log.info("downloaded recording %s (%d bytes) to %s", name, n, dest)
+        log.info("downloaded recording %r (%d bytes) to %s", name, n, dest)
         return True
 
     uuid_like = [d for d in data_ids if _is_uuid(d)]
@@ -190,11 +184,11 @@ def _download_inputs(ctx: TaskContext, job_root: Path, suffix: str | None, data_
             metas = dom.list_metadata(domain_id, ids=chunk)
         except Exception as exc:  # noqa: BLE001
             s.checkpoint("resolving dataset metadata")
-            log.warning("metadata fetch failed for a chunk of %d ids: %s", len(chunk), exc)
+            log.warning("metadata fetch failed for a chunk of %d ids: %s", len(chunk), one_line(exc))
             continue
         items += len(metas)
         for m in metas:
-            log.info("dataID metadata: %s %s %s", m.id, m.name, m.data_type)
+            log.info("dataID metadata: %r %r %r", m.id, m.name, m.data_type)
             if m.name.startswith(RECORDING_PREFIX) and m.name not in seen:
                 fetch_recording(m.id, _strip_mp4(m.name[len(RECORDING_PREFIX):]) or m.id, m.name)
 
@@ -209,49 +203,55 @@ def _download_inputs(ctx: TaskContext, job_root: Path, suffix: str | None, data_
                 break
             s.checkpoint("resolving derived recording metadata")
             try:
-                found = dom.find(domain_id, candidate, "dmt_recording_mp4")
+                found = dom.find(domain_id, candidate, RECORDING_DATA_TYPE)
             except Exception as exc:  # noqa: BLE001
                 s.checkpoint("resolving derived recording metadata")
-                log.warning("metadata lookup for derived recording %s failed: %s", candidate, exc)
+                log.warning("metadata lookup for derived recording %r failed: %s", candidate, one_line(exc))
                 continue
             if found is not None and fetch_recording(found.id, scan, candidate):
                 break
 
     if suffix:
-        refs = {}
-        for prefix, target in COLMAP_FILES:
-            s.checkpoint("resolving colmap metadata")
-            name = prefix + suffix
-            try:
-                metas = dom.list_metadata(domain_id, name=name)
-            except Exception as exc:  # noqa: BLE001
-                s.checkpoint("resolving colmap metadata")
-                log.warning("colmap metadata fetch for %s failed: %s", name, exc)
-                continue
-            match = next((m for m in metas if m.name == name), None)
-            if match is None:
-                log.warning("colmap binary %s missing", name)
-            else:
-                refs[target] = match
-        if len(refs) == len(COLMAP_FILES):
-            dest_dir = job_root / "refined" / "global" / "refined_sfm_combined"
-            for target, meta in refs.items():
-                s.checkpoint("downloading colmap binary")
-                try:
-                    dom.download_by_id(domain_id, meta.id, dest_dir / target)
-                    colmap_ok += 1
-                except Exception as exc:  # noqa: BLE001
-                    s.checkpoint("downloading colmap binary")
-                    colmap_failed += 1
-                    log.warning("failed to download colmap binary %s: %s", meta.name, exc)
-        else:
-            colmap_failed += len(COLMAP_FILES) - len(refs)
-            log.warning("missing %d colmap binaries for suffix %s", colmap_failed, suffix)
-
-    if downloaded == 0 and not any(datasets.iterdir()):
-        raise RuntimeError("no datasets downloaded; expected at least one dmt_recording_* input")
+        colmap_ok, colmap_failed = _download_colmap(ctx, layout, suffix)
+    if not layout.recordings():
+        raise RuntimeError(NO_DATASETS)
     return {"datasets": downloaded, "metadata_chunks": chunks, "metadata_items": items,
             "recording_failures": failures, "colmap_downloaded": colmap_ok, "colmap_failed": colmap_failed}
+
+
+def _download_colmap(ctx: TaskContext, layout: JobLayout, suffix: str) -> tuple[int, int]:
+    """The five COLMAP binaries named ``<prefix><suffix>``, all or none: a model missing a file is useless, and
+    one left half-made would look like an input. Returns (downloaded, failed)."""
+    s, dom = ctx.session, ctx.domain
+    refs = {}
+    for c in COLMAP_INPUTS:
+        s.checkpoint("resolving colmap metadata")
+        name = c.prefix + suffix
+        try:
+            metas = dom.list_metadata(ctx.domain_id, name=name)
+        except Exception as exc:  # noqa: BLE001
+            s.checkpoint("resolving colmap metadata")
+            log.warning("colmap metadata fetch for %r failed: %s", name, one_line(exc))
+            continue
+        match = next((m for m in metas if m.name == name), None)
+        if match is None:
+            log.warning("colmap binary %r missing", name)
+        else:
+            refs[c.file] = match
+    if len(refs) < len(COLMAP_INPUTS):
+        log.warning("missing %d colmap binaries for suffix %r", len(COLMAP_INPUTS) - len(refs), suffix)
+        return 0, len(COLMAP_INPUTS) - len(refs)
+    for file, meta in refs.items():
+        s.checkpoint("downloading colmap binary")
+        try:
+            dom.download_by_id(ctx.domain_id, meta.id, layout.colmap / file)
+        except Exception as exc:  # noqa: BLE001
+            s.checkpoint("downloading colmap binary")
+            log.warning("failed to download colmap binary %r: %s; the model is incomplete, dropping it", meta.name,
+                        one_line(exc))
+            shutil.rmtree(layout.colmap, ignore_errors=True)
+            return 0, len(COLMAP_INPUTS)
+    return len(COLMAP_INPUTS), 0
 
 
 def _is_uuid(value: str) -> bool:
@@ -262,10 +262,11 @@ def _is_uuid(value: str) -> bool:
         return False
 
 
-def pipeline_command(python: str, run_py: Path, domain_id: str, job_id: str, job_root: Path) -> list[str]:
-    """``python3 run.py --domain_id D --job_id J --job_root_path ROOT --log_level info``."""
+def pipeline_command(python: str, run_py: Path, domain_id: str, job_id: str, job_root: Path,
+                     extra: list[str] | None = None) -> list[str]:
+    """``python3 run.py --domain_id D --job_id J --job_root_path ROOT --log_level info [extra...]``."""
     return [python, str(run_py), "--domain_id", domain_id, "--job_id", job_id,
-            "--job_root_path", str(job_root), "--log_level", "info"]
+            "--job_root_path", str(job_root), "--log_level", "info", *(extra or [])]
 
 
 def _run_pipeline(ctx: TaskContext, job_root: Path) -> None:
@@ -293,38 +294,45 @@ def _run_pipeline(ctx: TaskContext, job_root: Path) -> None:
                  "stdout_lines": result.stdout_lines, "stderr_lines": result.stderr_lines})
 
 
-def _upload_outputs(ctx: TaskContext, job_root: Path, suffix: str | None) -> None:
+def _upload_outputs(ctx: TaskContext, layout: JobLayout, suffix: str | None) -> None:
+    """SOG (best effort), the splat (required), then the previews and the video (best effort); a cancel is
+    honoured before each upload."""
     s, out = ctx.session, ctx.output
     s.checkpoint("before upload")
-    out_dir = job_root / "refined" / "splatter"
-    splat_path = out_dir / SPLAT[0]
+    splat_path = layout.artifact(SPLAT)
     if not splat_path.is_file():
         raise FileNotFoundError(f"expected output missing: {splat_path}")
     if not suffix:
         log.warning("refined manifest suffix missing; uploading without timestamp")
-    splat_name = suffixed(SPLAT[2], suffix)
     s.progress({"pct": 85, "stage": "upload", "status": "starting"})
-    out.put_domain_artifact(splat_name, splat_name, SPLAT[1], splat_path)
-    s.progress({"pct": 92, "stage": "upload", "status": "splat_uploaded", "uploaded": splat_name,
-                "splat_path": str(splat_path)})
 
-    def best_effort(fname: str, data_type: str, prefix: str) -> str | None:
-        s.checkpoint("uploading previews")
-        path, name = out_dir / fname, suffixed(prefix, suffix)
+    def upload(artifact: Artifact) -> str | None:
+        path, name = layout.artifact(artifact), artifact.name(suffix)
+        s.checkpoint(f"before uploading {name}")
+        if artifact.required:
+            out.put_domain_artifact(name, name, artifact.data_type, path)
+            return name
         if not path.is_file():
-            log.warning("preview %s not produced; skipping %s", fname, name)
+            log.warning("%s not produced; skipping %r", artifact.file, name)
             return None
         try:
-            out.put_domain_artifact(name, name, data_type, path)
+            out.put_domain_artifact(name, name, artifact.data_type, path)
             return name
-        except Exception as exc:  # noqa: BLE001 - previews never fail the task
-            s.checkpoint("uploading previews")
-            log.warning("preview upload of %s as %s failed: %s", fname, name, exc)
+        except Exception as exc:  # noqa: BLE001 - best-effort artifacts never fail the task
+            s.checkpoint(f"uploading {name}")
+            log.warning("upload of %s as %r failed (best effort, the task goes on): %s", artifact.file, name,
+                        one_line(exc))
             return None
 
-    previews = [n for n in (best_effort(*p) for p in PREVIEW_IMAGES) if n]
-    video = best_effort(*PREVIEW_VIDEO)
-    keys = {"uploaded_splat": splat_name, "uploaded_previews": previews, "uploaded_preview_video": video}
+    uploaded = {a: None for a in ARTIFACTS}
+    for artifact in ARTIFACTS:
+        uploaded[artifact] = upload(artifact)
+        if artifact is SPLAT:
+            s.progress({"pct": 92, "stage": "upload", "status": "splat_uploaded", "uploaded": uploaded[SPLAT],
+                        "splat_path": str(splat_path)})
+    previews = [uploaded[a] for a in PREVIEW_IMAGES if uploaded[a]]
+    keys = {"uploaded_sog": uploaded[SOG] is not None, "uploaded_splat": uploaded[SPLAT],
+            "uploaded_previews": previews, "uploaded_preview_video": uploaded[PREVIEW_VIDEO]}
     s.progress({"pct": 95, "stage": "upload", "status": "completed", **keys})
     s.log_event({"level": "info", "stage": "upload", "message": "all outputs uploaded", **keys})
     s.progress({"progress": 100, "stage": "complete", "status": "succeeded", **keys})

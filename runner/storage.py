@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -73,16 +73,13 @@ def parse_cid(cid: str, lease_base: str, lease_domain: str) -> CidRef:
                   data_type=(q.get("data_type") or [None])[0])
 
 
-@dataclass
+@dataclass(frozen=True)
 class MaterializedInput:
-    cid: str
+    """The CID's first item: where it landed and what the domain calls it (the other items land beside it)."""
     path: Path
     data_id: str
     name: str
     data_type: str
-    domain_id: str
-    root_dir: Path
-    related_files: list[Path] = field(default_factory=list)
 
 
 def item_path(root: Path, name: str, data_type: str) -> Path:
@@ -105,11 +102,10 @@ def materialize_cid(domain: DomainClient, cid: str, lease_base: str, lease_domai
     for meta in metas:
         dest = item_path(root, meta.name, meta.data_type)
         n = domain.download_by_id(ref.domain_id, meta.id, dest)
-        log.info("materialized %s (%s, %d bytes) to %s", meta.name, meta.data_type, n, dest)
+        log.info("materialized %r (%r, %d bytes) to %s", meta.name, meta.data_type, n, dest)
         paths.append(dest)
     first = metas[0]
-    return MaterializedInput(cid=cid, path=paths[0], data_id=first.id, name=first.name, data_type=first.data_type,
-                             domain_id=ref.domain_id, root_dir=root, related_files=paths[1:])
+    return MaterializedInput(path=paths[0], data_id=first.id, name=first.name, data_type=first.data_type)
 
 
 @dataclass(frozen=True)
@@ -145,7 +141,7 @@ class ArtifactOutput:
             found = self.domain.find(self.domain_id, name, data_type)
             eid = found.id if found else None
         meta = self.domain.upload_file(self.domain_id, name, data_type, path, existing_id=eid)
-        log.info("uploaded %s as %s (%s, id %s, %s)", path.name, name, data_type, meta.id,
+        log.info("uploaded %s as %r (%r, id %r, %s)", path.name, name, data_type, meta.id,
                  "replaced" if eid else "created")
         record = UploadRecord(logical, name, data_type, meta.id)
         self.uploads = [u for u in self.uploads if u.logical_path != logical] + [record]

@@ -13,14 +13,9 @@ from pathlib import Path
 import pytest
 
 from runner_support.fake_posemesh import FakePosemesh
-from runner_support.harness import (FAKE_RUN, PRIVHEX, REG_SECRET, SUFFIX, WALLET, NodeProcess, free_port,
-                                    manifest_cid, node_env, pid_alive, seed_domain, wait_for)
-
-PREVIEWS = [f"refined_splat_preview_top{SUFFIX}", f"refined_splat_preview_angle{SUFFIX}"]
-VIDEO = f"refined_splat_preview_video{SUFFIX}"
-SPLAT = f"refined_splat{SUFFIX}"
-OUTPUTS = [(SPLAT, "splat_data", "splat_rot.splat"), (PREVIEWS[0], "splat_preview_top", "preview_top.jpg"),
-           (PREVIEWS[1], "splat_preview_angle", "preview_angle.jpg"), (VIDEO, "splat_preview_video", "preview.mp4")]
+from runner_support.harness import (FAKE_RUN, OUTPUTS, PREVIEWS, REG_SECRET, SOG, SPLAT, VIDEO, WALLET,
+                                    NodeProcess, assert_no_secrets, dedupe, dom_token, free_port, manifest_cid,
+                                    node_env, pid_alive, report, seed_domain, wait_for)
 
 
 @pytest.fixture
@@ -28,33 +23,6 @@ def fake():
     f = FakePosemesh(WALLET, REG_SECRET).start()
     yield f
     f.stop()
-
-
-def dom_token() -> str:
-    return f"dom-tok-{uuid.uuid4().hex}"
-
-
-def report(tmp_path: Path) -> dict:
-    return json.loads((tmp_path / "run_report.json").read_text())
-
-
-def dedupe(values: list) -> list:
-    return [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
-
-
-def assert_no_secrets(fake: FakePosemesh, log: str, domain_tokens: list[str]) -> None:
-    """Keys and tokens never reach the log, nor any request body (progress, events, receipts, uploads);
-    REG_SECRET only travels in the register-wallet body it is meant for."""
-    tokens = fake.issued_dms_tokens + domain_tokens
-    assert fake.issued_dms_tokens and all(tokens)
-    for secret in [PRIVHEX, PRIVHEX.upper(), REG_SECRET, *tokens]:
-        assert secret not in log, f"secret leaked into the node log: {secret[:12]}..."
-    for r in fake.requests:
-        body = r.body.decode("latin-1")
-        for secret in [PRIVHEX, PRIVHEX.upper(), *tokens]:
-            assert secret not in body, f"secret in the body of {r.method} {r.path}"
-        if not r.path.endswith("/register-wallet"):
-            assert REG_SECRET not in body, f"REG_SECRET in the body of {r.method} {r.path}"
 
 
 def test_full_task_flow(fake, tmp_path):
@@ -84,7 +52,8 @@ def test_full_task_flow(fake, tmp_path):
     assert hbs[0] == {"progress": {}, "events": []}
     job_root = str((tmp_path / "tasks" / task_id).resolve())
     progress = dedupe(fake.progress_values(task_id))
-    keys = {"uploaded_splat": SPLAT, "uploaded_previews": PREVIEWS, "uploaded_preview_video": VIDEO}
+    keys = {"uploaded_sog": True, "uploaded_splat": SPLAT, "uploaded_previews": PREVIEWS,
+            "uploaded_preview_video": VIDEO}
     expected = [
         {},
         {"pct": 5, "stage": "workspace", "status": "prepared", "job_root": str(tmp_path / "tasks" / task_id)},
@@ -195,13 +164,14 @@ def test_cancel_mid_run_kills_the_child_and_sends_no_receipt(fake, tmp_path):
 def test_missing_previews_still_complete(fake, tmp_path):
     sc = seed_domain(fake, with_colmap=False, derived_scan=False)
     task_id = fake.add_task([manifest_cid(fake, sc)])["task"]["id"]
-    node = NodeProcess(node_env(fake, tmp_path, FAKE_RUN_NO_PREVIEWS="1"), tmp_path)
+    node = NodeProcess(node_env(fake, tmp_path, FAKE_RUN_NO_PREVIEWS="1", FAKE_RUN_NO_SOG="1"), tmp_path)
     assert node.wait() == 0, node.log()
-    keys = {"uploaded_splat": SPLAT, "uploaded_previews": [], "uploaded_preview_video": None}
+    keys = {"uploaded_sog": False, "uploaded_splat": SPLAT, "uploaded_previews": [], "uploaded_preview_video": None}
     assert fake.progress_values(task_id)[-1] == {"progress": 100, "stage": "complete", "status": "succeeded", **keys}
     kind, body = fake.receipts[task_id][0]
     assert kind == "complete" and [a["name"] for a in body["meta"]["artifacts"]] == [SPLAT]
-    assert "preview preview_top.jpg not produced" in node.log()
+    assert "splat_rot.sog not produced; skipping 'refined_splat_sog" in node.log()
+    assert "preview_top.jpg not produced; skipping 'refined_splat_preview_top" in node.log()
     inputs = [p for p in fake.progress_values(task_id) if p.get("stage") == "inputs"][0]
     assert inputs["datasets"] == 1 and inputs["colmap_failed"] == 5 and inputs["colmap_downloaded"] == 0
 
@@ -224,13 +194,14 @@ def test_faults_are_survived_and_every_artifact_is_uploaded_exactly_once(fake, t
     fake.add_fault("POST", r"/data$", "slow", seconds=1.5, count=1)               # preview_angle: too slow
     fake.add_fault("PUT", r"/data$", "status", status=503, count=2)               # video replace
     fake.add_fault("POST", r"/complete$", "drop_after", count=1)
-    node = NodeProcess(node_env(fake, tmp_path, REQUEST_TIMEOUT_SECS="1", FAKE_RUN_EXPECT_COLMAP="1"), tmp_path)
+    node = NodeProcess(node_env(fake, tmp_path, REQUEST_TIMEOUT_SECS="1", FAKE_RUN_EXPECT_COLMAP="1",
+                                FAKE_RUN_NO_SOG="1"), tmp_path)
     assert node.wait(timeout=40) == 0, node.log()
     rep = report(tmp_path)
     assert len(rep["datasets"]) == 2 and len(rep["colmap"]) == 5
     for name, _, fname in OUTPUTS:
         items = fake.items_named(name)
-        if name == PREVIEWS[0]:
+        if name in (PREVIEWS[0], SOG):
             assert items == []
             continue
         assert len(items) == 1, name
@@ -256,7 +227,8 @@ def test_multipart_upload_end_to_end(fake, tmp_path):
     sc = seed_domain(fake, with_colmap=False, derived_scan=False)
     task_id = fake.add_task([manifest_cid(fake, sc)])["task"]["id"]
     fake.add_fault("PUT", r"partNumber=2", "drop_after", count=1)
-    node = NodeProcess(node_env(fake, tmp_path, FAKE_RUN_GAUSSIANS="300", FAKE_RUN_NO_PREVIEWS="1"), tmp_path)
+    node = NodeProcess(node_env(fake, tmp_path, FAKE_RUN_GAUSSIANS="300", FAKE_RUN_NO_PREVIEWS="1",
+                                FAKE_RUN_NO_SOG="1"), tmp_path)
     assert node.wait() == 0, node.log()
     (item,) = fake.items_named(SPLAT)
     assert len(item.data) == 300 * 32 > 4096

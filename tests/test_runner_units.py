@@ -17,7 +17,8 @@ from runner.config import Config, ConfigError
 from runner.node import domain_server_url, truncate_utf8
 from runner.paths import contained, sanitize_component
 from runner.pyproc import ChildCancelled, run_python
-from runner.splatter import derived_scan_id, planned_artifacts, suffixed
+from pipeline.layout import suffixed
+from runner.splatter import derived_scan_id, planned_artifacts
 from runner.storage import CidRefused, item_path, parse_cid
 from runner_support.harness import FAKE_RUN, PRIVHEX, REPO, WALLET, pid_alive, wait_for
 
@@ -185,6 +186,7 @@ def test_run_local_lists_the_artifacts(tmp_path):
     rows = [line.split("\t") for line in r.stdout.strip().splitlines()]
     out = job / "refined" / "splatter"
     assert rows == [
+        ["refined_splat_sog_S", "splat_data_sog", str(out / "splat_rot.sog"), str((out / "splat_rot.sog").stat().st_size)],
         ["refined_splat_S", "splat_data", str(out / "splat_rot.splat"), str(64 * 32)],
         ["refined_splat_preview_top_S", "splat_preview_top", str(out / "preview_top.jpg"),
          str((out / "preview_top.jpg").stat().st_size)],
@@ -193,7 +195,9 @@ def test_run_local_lists_the_artifacts(tmp_path):
         ["refined_splat_preview_video_S", "splat_preview_video", str(out / "preview.mp4"),
          str((out / "preview.mp4").stat().st_size)]]
     assert "fake run.py: done" in r.stderr  # the pipeline's output streamed to the log
-    assert [a[0] for a in planned_artifacts(job, None)][0] == "refined_splat"
+    assert [a.name(None) for a, _ in planned_artifacts(job)] == [
+        "refined_splat_sog", "refined_splat", "refined_splat_preview_top", "refined_splat_preview_angle",
+        "refined_splat_preview_video"]
     r = _cli(["run-local", "--job-root", str(tmp_path / "missing"), "--run-py", str(FAKE_RUN)], {}, tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
 
@@ -217,3 +221,15 @@ def test_run_python_cancel_kills_the_process_group(tmp_path):
     assert time.monotonic() - cancel_at[0] < 1.5  # polled every 500 ms, SIGTERM honoured at once
     pids = [int(p) for p in pid_file.read_text().split()]
     wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=5, what="the group to die")
+
+
+def test_the_tail_keeps_the_last_stderr_lines_whatever_order_the_pipes_were_read_in():
+    from collections import deque
+    from runner.pyproc import last_lines
+    # the child wrote 300 stdout lines, then its error; the stderr reader happened to get it first
+    kept = {"stdout": deque(((i + 2, f"out {i}") for i in range(300)), maxlen=200),
+            "stderr": deque([(1, "fatal: training failed")], maxlen=200)}
+    tail = last_lines(kept, 200)
+    assert len(tail) == 200 and tail[0] == "stderr: fatal: training failed" and tail[-1] == "stdout: out 299"
+    assert tail[1] == "stdout: out 101"  # stdout's oldest made room
+    assert last_lines({"stdout": deque([(2, "b")]), "stderr": deque([(1, "a")])}) == ["stderr: a", "stdout: b"]

@@ -11,20 +11,26 @@ from .media import make_mp4
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_PY = REPO / "run.py"
-STANDIN_BIN = Path(__file__).resolve().parent / "bin"
+STANDIN = Path(__file__).resolve().parent / "ns_standin.py"
 NS_TOOLS = ("ns-process-data", "ns-train", "ns-export")
 #: small renders keep the suite fast on a 2-core CI box
 SMALL = ["--preview-size", "96x54", "--video-size", "96x54", "--video-frames", "6"]
 IDS = ["--domain_id", "dom-1", "--job_id", "job-1"]
 
 
-def python_dir(tmp: Path) -> Path:
-    """A folder whose ``python3`` is this interpreter (the stand-ins' ``#!/usr/bin/env python3``)."""
-    d = tmp / "pybin"
+def standin_bin(tmp: Path) -> Path:
+    """A folder of ``ns-*`` commands run by this very interpreter (``#!<sys.executable>``).
+
+    Not ``#!/usr/bin/env python3`` with a ``python3`` symlink on PATH: an interpreter started through a symlink
+    outside its virtualenv does not see the virtualenv's packages.
+    """
+    d = tmp / "standin-bin"
     d.mkdir(exist_ok=True)
-    link = d / "python3"
-    if not link.exists():
-        link.symlink_to(sys.executable)
+    for tool in NS_TOOLS:
+        exe = d / tool
+        exe.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(STANDIN.parent)!r})\n"
+                       f"from ns_standin import main\nsys.exit(main({tool!r}))\n")
+        exe.chmod(0o755)
     return d
 
 
@@ -34,7 +40,7 @@ def path_without_nerfstudio() -> list[str]:
 
 
 def job_env(tmp: Path, standins: bool = True, **extra) -> dict:
-    dirs = [str(python_dir(tmp))] + ([str(STANDIN_BIN)] if standins else []) + path_without_nerfstudio()
+    dirs = ([str(standin_bin(tmp))] if standins else []) + path_without_nerfstudio()
     env = dict(os.environ, PATH=os.pathsep.join(dirs), STANDIN_LOG=str(tmp / "standin-calls.jsonl"))
     env.pop("SPLATTER_INJECT_RENDER_FAULT", None)
     env.update({k: str(v) for k, v in extra.items()})

@@ -1,6 +1,6 @@
 """Stand-ins for nerfstudio's ``ns-process-data``, ``ns-train`` and ``ns-export`` (test doubles).
 
-Each is a real process on ``PATH`` (``bin/``): it insists on the exact arguments run.py must
+Each is a real process on ``PATH`` (``jobs.standin_bin`` writes the commands): it insists on the exact arguments run.py must
 pass (nerfstudio's own CLI would accept others, but the pipeline contract is these), checks the
 inputs the real tool needs, and writes the files the real tool writes:
 
@@ -151,7 +151,7 @@ def main(tool: str) -> int:
     logfile = os.environ.get("STANDIN_LOG")
     if logfile:
         with open(logfile, "a") as f:
-            f.write(json.dumps({"tool": tool, "argv": argv}) + "\n")
+            f.write(json.dumps({"tool": tool, "argv": argv, "prefix": sys.prefix}) + "\n")
     if tool in os.environ.get("STANDIN_FAIL", "").split(","):
         print(f"{tool}: simulated failure (STANDIN_FAIL)", flush=True)
         print("RuntimeError: CUDA out of memory", file=sys.stderr, flush=True)

@@ -58,8 +58,10 @@ class Recorded:
 class Fault:
     """Applies to requests whose method matches and whose path+query matches ``pattern`` (regex search).
     ``skip`` matching requests pass first, then ``count`` are faulted. Actions: ``status`` (answer ``status``
-    without processing), ``drop_before`` (read the body, close without processing), ``drop_after`` (process,
-    then close without answering), ``slow`` (wait ``seconds``, then process and answer)."""
+    without processing; with ``echo``, a body and a header that repeat the request's Authorization header and
+    ``echo`` itself, as a careless server does), ``drop_before`` (read the body, close without processing),
+    ``drop_after`` (process, then close without answering), ``slow`` (wait ``seconds``, then process and answer),
+    ``expire_token`` (the Domain token in use expires: 401 now, and the next heartbeat answer brings ``token``)."""
 
     method: str
     pattern: str
@@ -68,6 +70,8 @@ class Fault:
     status: int = 503
     seconds: float = 0.0
     skip: int = 0
+    echo: str | None = None
+    token: str = ""
     seen: int = 0
     fired: int = 0
 
@@ -116,6 +120,8 @@ class FakePosemesh:
         self.cancel_tasks: set[str] = set()
         self.lease_ttl = 3.0
         self.token_rotation: dict[str, tuple[int, str]] = {}  # task -> (after n-th heartbeat, new token)
+        self.pending_domain_token: str | None = None  # brought by the next heartbeat answer (expire_token)
+        self.cancel_when: dict[str, Any] = {}  # task -> predicate on a heartbeat's progress: cancel in its answer
         self.reject_fail_details = False
         # domain
         self.domain_tokens: set[str] = set()
@@ -236,7 +242,18 @@ class FakePosemesh:
                         break
         if fault and fault.action == "status":
             rec.status = fault.status
-            self._answer(h, fault.status, {"error": "injected fault"})
+            if fault.echo is None:
+                self._answer(h, fault.status, {"error": "injected fault"})
+            else:
+                said = f"{rec.headers.get('authorization', '')} {fault.echo}"
+                self._answer(h, fault.status, {"error": f"refused: {said}"}, headers={"X-Debug-Auth": said})
+            return
+        if fault and fault.action == "expire_token":
+            with self.lock:
+                self.domain_tokens.clear()
+                self.pending_domain_token = fault.token
+            rec.status = 401
+            self._answer(h, 401, {"error": "token expired"})
             return
         if fault and fault.action == "drop_before":
             self._drop(h)
@@ -265,7 +282,8 @@ class FakePosemesh:
             pass
 
     @staticmethod
-    def _answer(h: BaseHTTPRequestHandler, status: int, payload: Any, ctype: str = "application/json") -> None:
+    def _answer(h: BaseHTTPRequestHandler, status: int, payload: Any, ctype: str = "application/json",
+                headers: dict[str, str] | None = None) -> None:
         if payload is None:
             raw = b""
         elif isinstance(payload, (bytes, bytearray)):
@@ -276,6 +294,8 @@ class FakePosemesh:
             h.send_response(status)
             if raw or status != 204:
                 h.send_header("Content-Type", ctype)
+            for k, v in (headers or {}).items():
+                h.send_header(k, v)
             h.send_header("Content-Length", str(len(raw)))
             h.end_headers()
             h.wfile.write(raw)
@@ -390,6 +410,14 @@ class FakePosemesh:
                     resp["access_token"] = rot[1]
                     resp["access_token_expires_at"] = now_plus(600)
                     self.domain_tokens = {rot[1]}  # the old token stops working
+                if self.pending_domain_token:
+                    resp["access_token"] = self.pending_domain_token
+                    resp["access_token_expires_at"] = now_plus(600)
+                    self.domain_tokens = {self.pending_domain_token}
+                    self.pending_domain_token = None
+                when = self.cancel_when.get(task_id)
+                if when is not None and when(body["progress"]):
+                    self.cancel_tasks.add(task_id)
                 if task_id in self.cancel_tasks:
                     resp["cancel"] = True
                 return 200, resp, j

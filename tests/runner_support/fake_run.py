@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Stand-in for the pipeline's run.py: same arguments, same inputs checked, same outputs written.
+"""Stand-in for the pipeline's run.py: same arguments, same inputs checked, same outputs written, at the paths of
+the job layout (``pipeline.layout``, imported: the layout test spells the contract's literal paths).
 
 Behaviour knobs (env): FAKE_RUN_REPORT (write a JSON report of what it saw), FAKE_RUN_PID_FILE (write its pid,
 and the grandchild's when FAKE_RUN_GRANDCHILD=1), FAKE_RUN_SLEEP (seconds to sleep before writing outputs),
-FAKE_RUN_EXIT (exit with this status instead), FAKE_RUN_NO_PREVIEWS=1 (write only the splat),
-FAKE_RUN_EXPECT_COLMAP=1 (require the five COLMAP binaries), FAKE_RUN_GAUSSIANS (splat size, default 64).
+FAKE_RUN_EXIT (exit with this status instead), FAKE_RUN_NO_PREVIEWS=1 (write only the splat and the SOG),
+FAKE_RUN_NO_SOG=1 (no SOG), FAKE_RUN_EXPECT_COLMAP=1 (require the five COLMAP binaries), FAKE_RUN_GAUSSIANS
+(splat size, default 64).
 """
 import argparse
 import hashlib
@@ -17,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-COLMAP = ("frames.bin", "images.bin", "cameras.bin", "points3D.bin", "rigs.bin")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from pipeline.layout import COLMAP_INPUTS, PREVIEW_ANGLE, PREVIEW_TOP, JobLayout  # noqa: E402
 
 
 def sha(path: Path) -> str:
@@ -32,11 +35,13 @@ def main() -> int:
     ap.add_argument("--log_level", required=True, choices=["debug", "info", "warning", "error"])
     args = ap.parse_args()
     root = Path(args.job_root_path)
+    layout = JobLayout(root)
     env = os.environ
-    datasets = {p.parent.name: sha(p) for p in sorted(root.glob("datasets/*/Frames.mp4"))}
-    colmap_dir = root / "refined" / "global" / "refined_sfm_combined"
-    colmap = {n: sha(colmap_dir / n) for n in COLMAP if (colmap_dir / n).is_file()}
+    datasets = {scan: sha(p) for scan, p in layout.recordings().items()}
+    colmap = {c.file: sha(layout.colmap / c.file) for c in COLMAP_INPUTS if (layout.colmap / c.file).is_file()}
     report = {"argv": sys.argv[1:], "script": os.path.abspath(sys.argv[0]), "cwd": os.getcwd(), "pid": os.getpid(),
+              "executable": sys.executable,
+              "dataset_folders": sorted(p.name for p in layout.datasets.iterdir()) if layout.datasets.is_dir() else [],
               "unbuffered": env.get("PYTHONUNBUFFERED"),
               "secrets_in_env": [k for k in ("SECP256K1_PRIVHEX", "REG_SECRET") if k in env],
               "datasets": datasets, "colmap": colmap, "outputs": {},
@@ -59,7 +64,7 @@ def main() -> int:
     if not datasets:
         print("no datasets/<scan>/Frames.mp4 found", file=sys.stderr)
         return 4
-    if env.get("FAKE_RUN_EXPECT_COLMAP") == "1" and len(colmap) != len(COLMAP):
+    if env.get("FAKE_RUN_EXPECT_COLMAP") == "1" and len(colmap) != len(COLMAP_INPUTS):
         print(f"colmap binaries missing: have {sorted(colmap)}", file=sys.stderr)
         return 5
     time.sleep(float(env.get("FAKE_RUN_SLEEP") or 0))
@@ -69,7 +74,7 @@ def main() -> int:
         print("fatal: training failed", file=sys.stderr)
         return int(env["FAKE_RUN_EXIT"])
 
-    out = root / "refined" / "splatter"
+    out = layout.out
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.job_id)
     n = int(env.get("FAKE_RUN_GAUSSIANS") or 64)
@@ -78,12 +83,14 @@ def main() -> int:
         records.append(struct.pack("<6f8B", *(rng.uniform(-1, 1) for _ in range(3)),
                                    *(rng.uniform(0.01, 0.1) for _ in range(3)),
                                    *(rng.randrange(256) for _ in range(4)), 128, 128, 128, 255))
-    (out / "splat_rot.splat").write_bytes(b"".join(records))
+    layout.splat_rot_splat.write_bytes(b"".join(records))
+    if env.get("FAKE_RUN_NO_SOG") != "1":
+        layout.splat_rot_sog.write_bytes(b"PK\x03\x04 fake sog " + bytes(rng.randrange(256) for _ in range(200)))
     if env.get("FAKE_RUN_NO_PREVIEWS") != "1":
         from PIL import Image
-        for name, color in (("preview_top.jpg", (200, 80, 40)), ("preview_angle.jpg", (40, 120, 200))):
-            Image.new("RGB", (64, 36), color).save(out / name, "JPEG", quality=90)
-        (out / "preview.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(64))
+        for artifact, color in ((PREVIEW_TOP, (200, 80, 40)), (PREVIEW_ANGLE, (40, 120, 200))):
+            Image.new("RGB", (64, 36), color).save(layout.artifact(artifact), "JPEG", quality=90)
+        layout.preview_video.write_bytes(b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(64))
     report["outputs"] = {p.name: sha(p) for p in sorted(out.iterdir())}
     save()
     print("fake run.py: done")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import uuid
 import socket
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from typing import Callable
 
 from eth_account import Account
 
+from pipeline.layout import COLMAP_INPUTS
+
 from .fake_posemesh import FakePosemesh
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,9 +25,15 @@ PRIVHEX = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 WALLET = Account.from_key("0x" + PRIVHEX).address
 REG_SECRET = "reg-secret-5f1e0c9b7a"
 SUFFIX = "_2024-01-02_03-04-05"
-COLMAP_PREFIXES = ("colmap_frames_bin", "colmap_images_bin", "colmap_cameras_bin", "colmap_points3d_bin",
-                   "colmap_rigs_bin")
-COLMAP_TARGETS = ("frames.bin", "images.bin", "cameras.bin", "points3D.bin", "rigs.bin")
+# the artifacts' domain names for SUFFIX, spelt out (pipeline.layout must agree)
+PREVIEWS = [f"refined_splat_preview_top{SUFFIX}", f"refined_splat_preview_angle{SUFFIX}"]
+VIDEO = f"refined_splat_preview_video{SUFFIX}"
+SPLAT = f"refined_splat{SUFFIX}"
+SOG = f"refined_splat_sog{SUFFIX}"
+# the upload order: the SOG first (best effort), then the splat (required), the previews and the video
+OUTPUTS = [(SOG, "splat_data_sog", "splat_rot.sog"), (SPLAT, "splat_data", "splat_rot.splat"),
+           (PREVIEWS[0], "splat_preview_top", "preview_top.jpg"),
+           (PREVIEWS[1], "splat_preview_angle", "preview_angle.jpg"), (VIDEO, "splat_preview_video", "preview.mp4")]
 
 
 def free_port() -> int:
@@ -84,10 +93,10 @@ def seed_domain(fake: FakePosemesh, suffix: str = SUFFIX, with_colmap: bool = Tr
         recordings["2024-01-02_03-30-00"] = rec_b
     colmap = {}
     if with_colmap:
-        for prefix, target in zip(COLMAP_PREFIXES, COLMAP_TARGETS):
-            data = os.urandom(100) + prefix.encode()
-            fake.add_item(prefix + suffix, prefix, data)
-            colmap[target] = data
+        for c in COLMAP_INPUTS:
+            data = os.urandom(100) + c.prefix.encode()
+            fake.add_item(c.prefix + suffix, c.prefix, data)
+            colmap[c.file] = data
     name = "refined_manifest" + suffix
     manifest_id = fake.add_item(name, "refined_manifest_json", json.dumps({"dataIDs": data_ids}).encode())
     return Scenario(manifest_id, name, recordings, colmap, data_ids)
@@ -147,3 +156,31 @@ class NodeProcess:
             self.proc.kill()
             self.proc.wait()
         self._log.close()
+
+
+def dom_token() -> str:
+    return f"dom-tok-{uuid.uuid4().hex}"
+
+
+def report(tmp_path: Path) -> dict:
+    """What the stand-in run.py saw and wrote (FAKE_RUN_REPORT)."""
+    return json.loads((tmp_path / "run_report.json").read_text())
+
+
+def dedupe(values: list) -> list:
+    return [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
+
+
+def assert_no_secrets(fake: FakePosemesh, log: str, domain_tokens: list[str]) -> None:
+    """Keys and tokens never reach the log, nor any request body (progress, events, receipts, uploads);
+    REG_SECRET only travels in the register-wallet body it is meant for."""
+    tokens = fake.issued_dms_tokens + domain_tokens
+    assert fake.issued_dms_tokens and all(tokens)
+    for secret in [PRIVHEX, PRIVHEX.upper(), REG_SECRET, *tokens]:
+        assert secret not in log, f"secret leaked into the node log: {secret[:12]}..."
+    for r in fake.requests:
+        body = r.body.decode("latin-1")
+        for secret in [PRIVHEX, PRIVHEX.upper(), *tokens]:
+            assert secret not in body, f"secret in the body of {r.method} {r.path}"
+        if not r.path.endswith("/register-wallet"):
+            assert REG_SECRET not in body, f"REG_SECRET in the body of {r.method} {r.path}"
