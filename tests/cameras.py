@@ -18,7 +18,7 @@ def cameras_for(scene: Scene, size=(517, 389), up: str = "y") -> dict[str, Camer
     w, h = size
     b = robust_bounds(scene)
     c, ext = b.center, float(np.max(b.extent))
-    views = preview_cameras(scene, up=up, size=size, bounds=b)
+    views = preview_cameras(scene, up=up, size=size)
     upv = np.eye(3)[1]
     side = np.array([0.3, 0.1, 1.0])
     return {
