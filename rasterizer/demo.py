@@ -25,7 +25,7 @@ FURNITURE = {
     "sofa": ((-2.6, 0.0, -1.95), (-0.6, 0.85, -1.1), (0.15, 0.35, 0.65)),
     "table": ((0.0, 0.0, -0.2), (1.2, 0.75, 0.6), (0.55, 0.33, 0.15)),
     "cabinet": ((2.45, 0.0, -1.6), (2.95, 1.9, -0.4), (0.62, 0.12, 0.12)),
-    "ball": ((0.38, 0.75, 0.08), (0.62, 0.99, 0.32), (0.95, 0.8, 0.1)),
+    "ball": ((0.13, 0.75, -0.07), (0.37, 0.99, 0.17), (0.95, 0.8, 0.1)),
     "plant": ((-2.65, 0.0, 1.05), (-2.05, 1.3, 1.65), (0.2, 0.6, 0.2)),
 }
 
@@ -148,10 +148,11 @@ def demo_scene(detail: float = 1.0) -> Scene:
     lo, hi, col = FURNITURE["cabinet"]
     parts += _box(rng, lo, hi, col, 0.04, sh_gloss=0.25)
 
-    # a plant: a pot and a round crown of leaves
+    # a plant: a pot, a stem and a round crown of leaves
     lo, hi, col = FURNITURE["plant"]
     c = (np.add(lo, hi)) / 2
     parts += _box(rng, (c[0] - 0.15, 0.0, c[2] - 0.15), (c[0] + 0.15, 0.4, c[2] + 0.15), [0.6, 0.4, 0.3], 0.035)
+    parts += _box(rng, (c[0] - 0.03, 0.4, c[2] - 0.03), (c[0] + 0.03, hi[1] - 0.55, c[2] + 0.03), [0.4, 0.3, 0.15], 0.02)
     parts.append(_sphere(rng, (c[0], hi[1] - 0.3, c[2]), 0.3, col, 0.035, sh_gloss=0.3))
 
     # floaters: specks in and around the room, some of them faint

@@ -10,28 +10,34 @@ those Gaussians, widened by a quarter on every side; it has :data:`CELLS` cells 
 of that box and :data:`HEIGHT_BINS` bins over its height, so the analysis does not depend on units.
 
 1. **Coverage seen from above.** Each Gaussian adds ``opacity · 2π σ₁σ₂`` of its ellipse seen
-   from above (the integral of its alpha on the horizontal plane, at most one cell) to its voxel,
+   from above (the integral of its alpha over the horizontal plane, at most one cell) to its voxel,
    divided by the cell's area. A horizontal surface reaches about 1 or more in the height bins it
    lies in; a wall seen edge-on, a floater or the air does not. Per cell, the *levels* are the runs
-   of height bins whose coverage, summed over :data:`BAND` bins, is at least :data:`DENSE`.
-2. **Floor.** The plane through the cells' lowest levels (hypotheses: horizontal planes at every
-   height and planes through random triples of cells tilted at most :data:`MAX_TILT_DEG`; the
-   lowest plane that at least half as many cells support as the best one, refined by least
-   squares). It is the floor when it is supported by ≥ :data:`FLOOR_MIN_SHARE` of the occupied
-   cells (and at least :data:`FLOOR_MIN_CELLS`) and at most :data:`FLOOR_MAX_BELOW` of the opaque mass lies below it (in a scan without
-   a floor the lowest level of most cells is a table top or the ceiling, with the rest below it).
-3. **Ceiling.** Cells whose highest level is a thin layer (at most :data:`CEILING_MAX_THICKNESS`
-   of its height) at least :data:`CEILING_MIN_CLEARANCE` metres above the floor (above the lowest
-   content when there is no floor). When they cover ≥ :data:`CEILING_MIN_SHARE` of the occupied
-   cells the scene has a ceiling: its height is their median, its underside the 5th percentile of
-   the lower edges of their layers (so several rooms with different ceiling heights all lose theirs).
-4. **Class.** ``indoor`` with a ceiling (with or without a floor), ``ground`` with a floor and no
-   ceiling, ``object`` with neither.
-5. **Content.** A Gaussian is content (not a floater) when it is not alone in its voxel and at
+   of height bins whose coverage, summed over :data:`BAND` bins, is at least :data:`DENSE`. Cells
+   are at least :data:`CELL_SIGMAS` typical Gaussians wide, so that a surface covers all of its cells.
+2. **Content.** A Gaussian is content (not a floater) when it is not alone in its voxel and at
    least :data:`CONTENT_MIN_COUNT` opaque Gaussians, and at least :data:`CONTENT_MIN_SHARE` of the
    median such count, lie in its voxel and the 26 around it (voxels grouped 2 or 4 to a side where
    the Gaussians are too sparse for single ones). When fewer than half the analysed Gaussians are
    content (a sparse sample of a scene), the 1st-99th percentile box decides instead.
+3. **Floor.** The plane through the cells' lowest levels: hypotheses are horizontal planes at every
+   height bin and planes through random (seeded) triples of cells tilted at most
+   :data:`MAX_TILT_DEG`; the lowest one that at least half as many cells support as the best one
+   wins and is refined by least squares. It is the floor when it is supported by at least
+   :data:`FLOOR_MIN_SHARE` of the occupied cells (and :data:`MIN_LAYER_CELLS`) and at most
+   :data:`FLOOR_MAX_BELOW` of the content lies below it: in a scan without a floor the lowest level
+   of most cells is the ceiling, with everything below it.
+4. **Ceiling.** Candidates are cells whose highest level is a thin layer (at most
+   :data:`CEILING_MAX_THICKNESS` of its clearance) at least :data:`CEILING_MIN_CLEARANCE` metres
+   above the floor plane (above the lowest content when there is no floor). Candidates below the
+   first height shared by :data:`CEILING_LAYER_SHARE` of the occupied cells are dropped (a cabinet
+   top where the ceiling was not captured); the rest, when they cover at least
+   :data:`CEILING_MIN_SHARE` of the occupied cells (and :data:`MIN_LAYER_CELLS`), are the ceiling:
+   its height is their median, its underside the 5th percentile of their layers' lower edges, so
+   several rooms with different ceiling heights all lose theirs, and a tilted ceiling all of it.
+5. **Class.** ``indoor`` with a ceiling (with or without a floor), ``ground`` with a floor and no
+   ceiling, ``object`` with neither. The automatic section cut (:attr:`Layout.auto_cut`) lies
+   :data:`CUT_MARGIN` of the room height below the ceiling's underside, for indoor scenes only.
 
 The only metric constant is :data:`CEILING_MIN_CLEARANCE` (the domain frame is in metres); a scene
 in other units is still analysed, but a room smaller than that in its units reads as an object.
@@ -65,8 +71,8 @@ LEVEL_BINS = 4               # a level's height: the densest bin among the first
 TOL_BINS = 2.5               # a cell supports a plane when its level is this close to it
 RANSAC_TRIPLES = 256
 MAX_TILT_DEG = 30.0
+MIN_LAYER_CELLS = 16         # a floor or a ceiling covers at least this many cells
 FLOOR_MIN_SHARE = 0.25
-FLOOR_MIN_CELLS = 16
 FLOOR_MAX_BELOW = 0.2
 CEILING_MIN_CLEARANCE = 1.8  # metres above the floor
 CEILING_MIN_SHARE = 0.2
@@ -133,22 +139,32 @@ def horizontal_axes(up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
+def in_own_axes(quats: np.ndarray, v) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``Rᵀv`` for each Gaussian's rotation ``R`` (quaternions w, x, y, z, any length): the world
+    direction ``v`` in the Gaussian's own axes, one array per axis."""
+    inv = f32(1) / np.sqrt(np.einsum("ij,ij->i", quats, quats))
+    w, qx, qy, qz = quats[:, 0] * inv, -quats[:, 1] * inv, -quats[:, 2] * inv, -quats[:, 3] * inv   # conjugate
+    ux, uy, uz = (f32(c) for c in v)
+    tx, ty, tz = 2 * (qy * uz - qz * uy), 2 * (qz * ux - qx * uz), 2 * (qx * uy - qy * ux)
+    return (ux + w * tx + qy * tz - qz * ty,                 # v + w t + q × t, t = 2 q × v
+            uy + w * ty + qz * tx - qx * tz,
+            uz + w * tz + qx * ty - qy * tx)
+
+
+def sigma_along(quats: np.ndarray, log_scales: np.ndarray, v) -> np.ndarray:
+    """Each Gaussian's standard deviation along the unit direction ``v``: ``√(vᵀΣv)``."""
+    r = in_own_axes(quats, v)
+    return np.sqrt(sum(r[k] * r[k] * np.exp(2 * log_scales[:, k]) for k in range(3)))
+
+
 def footprint_area(scene: Scene, up: np.ndarray, index=slice(None)) -> np.ndarray:
     """``2π σ₁σ₂`` of each Gaussian's ellipse seen along ``up`` (projected on the plane normal to it):
     the integral of its (unit-opacity) alpha over that plane. ``det Σ⊥ = det Σ · uᵀΣ⁻¹u``, and with
     ``Σ = R S² Rᵀ``: ``uᵀΣ⁻¹u = Σₖ (Rᵀu)ₖ² / sₖ²``."""
-    q = scene.quats[index]
-    inv = f32(1) / np.sqrt(np.einsum("ij,ij->i", q, q))
-    w, vx, vy, vz = q[:, 0] * inv, -q[:, 1] * inv, -q[:, 2] * inv, -q[:, 3] * inv   # the conjugate: Rᵀ
-    ux, uy, uz = (f32(c) for c in up)
-    tx, ty, tz = 2 * (vy * uz - vz * uy), 2 * (vz * ux - vx * uz), 2 * (vx * uy - vy * ux)
-    rx = ux + w * tx + vy * tz - vz * ty                    # Rᵀu = u + w t + v × t, t = 2 v × u
-    ry = uy + w * ty + vz * tx - vx * tz
-    rz = uz + w * tz + vx * ty - vy * tx
+    r = in_own_axes(scene.quats[index], up)
     ls = scene.scales[index]
-    l0, l1, l2 = ls[:, 0], ls[:, 1], ls[:, 2]
-    quad = rx * rx * np.exp(-2 * l0) + ry * ry * np.exp(-2 * l1) + rz * rz * np.exp(-2 * l2)
-    return f32(2.0 * math.pi) * np.exp(l0 + l1 + l2) * np.sqrt(quad)
+    quad = sum(r[k] * r[k] * np.exp(-2 * ls[:, k]) for k in range(3))
+    return f32(2.0 * math.pi) * np.exp(ls.sum(1)) * np.sqrt(quad)
 
 
 def analyse_layout(scene: Scene, up) -> Layout:
@@ -222,7 +238,7 @@ def analyse_layout(scene: Scene, up) -> Layout:
         below_share = float(o[below].sum() / max(float(o[dense_content].sum()), 1e-12))
         log.debug("layout: lowest-level plane %s supported by %.0f%% of %d cells, %.0f%% of the content below it",
                   np.round(plane, 4), 100 * floor_share, n_occ, 100 * below_share)
-        if support >= max(FLOOR_MIN_CELLS, FLOOR_MIN_SHARE * n_occ) and below_share <= FLOOR_MAX_BELOW:
+        if support >= max(MIN_LAYER_CELLS, FLOOR_MIN_SHARE * n_occ) and below_share <= FLOOR_MAX_BELOW:
             centre = pts[np.abs(pts[:, 2] - _plane_at(plane, pts[:, 0], pts[:, 1])) <= tol, :2].mean(0)
             floor = float(_plane_at(plane, centre[0], centre[1]))
             floor_tilt = math.degrees(math.atan(math.hypot(plane[0], plane[1])))
@@ -249,7 +265,7 @@ def analyse_layout(scene: Scene, up) -> Layout:
             layer = around >= CEILING_LAYER_SHARE * n_occ
             under = cand[clearance[cand] >= c[np.argmax(layer)] - w] if layer.any() else cand[:0]
             ceiling_share = len(under) / n_occ
-            if ceiling_share >= CEILING_MIN_SHARE:
+            if ceiling_share >= CEILING_MIN_SHARE and len(under) >= MIN_LAYER_CELLS:
                 ceiling = float(np.median(top_level[under]))
                 underside = float(np.percentile(top_lower[under], 5.0))
 

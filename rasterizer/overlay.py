@@ -58,57 +58,53 @@ def draw_overlay(rgb: np.ndarray, camera: Camera) -> tuple[np.ndarray, ScaleBar]
     k = min(w, h) / 720.0
     pad, thick = max(4, round(14 * k)), max(2, round(6 * k))
     font = ImageFont.load_default(size=max(10, round(22 * k)))
+    stroke = max(1, round(2 * k))
     layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
     plate = Image.new("RGBA", (w, h), (0, 0, 0, 0))
     draw, plates = ImageDraw.Draw(layer), ImageDraw.Draw(plate)
-    stroke = max(1, round(2 * k))
+    text = dict(font=font, stroke_width=stroke)
 
-    # scale bar, bottom left: label above the bar, ticks at both ends
+    # scale bar, bottom left: the bar (rows y0b .. y0b + thick - 1, columns x0 .. x1 - 1), end ticks
+    # rising above it, the label above them
     length = round_length(BAR_SHARE * w / camera.fx)
     pixels = length * camera.fx
     label = length_label(length)
-    tw, th = _text_size(draw, label, font, stroke)
-    x0 = 2 * pad
-    y = h - 2 * pad - thick // 2
-    x1 = x0 + round(pixels)
-    top = y - thick - th - pad // 2
-    plates.rounded_rectangle((x0 - pad, top - pad, max(x1, x0 + tw) + pad, h - pad), radius=pad // 2, fill=PLATE)
-    y0b = y - thick // 2                            # the bar: rows y0b .. y0b + thick - 1, columns x0 .. x1 - 1
+    x0, x1 = 2 * pad, 2 * pad + round(pixels)
+    y0b = h - 2 * pad - thick
     tick = max(2, thick // 2)
-    rects = [(x0, y0b, x1 - 1, y0b + thick - 1),     # the bar, then the end ticks rising above it
+    rects = [(x0, y0b, x1 - 1, y0b + thick - 1),
              (x0, y0b - thick, x0 + tick - 1, y0b - 1), (x1 - tick, y0b - thick, x1 - 1, y0b - 1)]
+    label_at = (x0, y0b - thick - pad // 2)
+    lb = draw.textbbox(label_at, label, anchor="lb", **text)
+    plates.rounded_rectangle((x0 - pad, lb[1] - pad // 2, max(x1, lb[2]) + pad, y0b + thick + pad),
+                             radius=pad // 2, fill=PLATE)
     for r in rects:
         draw.rectangle((r[0] - stroke, r[1] - stroke, r[2] + stroke, r[3] + stroke), fill=OUTLINE)
     for r in rects:
         draw.rectangle(r, fill=WHITE)
-    draw.text((x0, top), label, font=font, fill=WHITE, stroke_width=stroke, stroke_fill=OUTLINE)
-    bar = ScaleBar(length, pixels, label, x0, y)
+    draw.text(label_at, label, fill=WHITE, anchor="lb", stroke_fill=OUTLINE, **text)
+    bar = ScaleBar(length, pixels, label, x0, y0b + thick // 2)
 
     # axis marker, bottom right: where the world axes point in the image
-    right = camera.world_to_camera[0, :3]
-    up_img = -camera.world_to_camera[1, :3]
     arm = round(46 * k)
-    ox, oy = w - 2 * pad - arm - tw // 2, h - 2 * pad - th // 2
-    box = (ox - th, oy - arm - th - pad // 2, w - pad, h - pad)
-    plates.rounded_rectangle(box, radius=pad // 2, fill=PLATE)
-    for vec, (dx, dy) in ((right, (1, 0)), (up_img, (0, -1))):
-        name = axis_name(vec)
+    names = [axis_name(camera.world_to_camera[0, :3]), axis_name(-camera.world_to_camera[1, :3])]
+    widths = [draw.textbbox((0, 0), n or "", anchor="lm", **text)[2] for n in names]
+    ox, oy = w - 2 * pad - arm - widths[0] - pad // 2, h - 2 * pad
+    top = oy - arm - pad // 2 - (lb[3] - lb[1])
+    plates.rounded_rectangle((ox - pad - max(0, widths[1] // 2 - pad), top - pad // 2, w - pad, h - pad),
+                             radius=pad // 2, fill=PLATE)
+    for name, (dx, dy) in zip(names, ((1, 0), (0, -1))):
         color = AXIS_COLORS[name[-1]] if name else WHITE
         tip = (ox + dx * arm, oy + dy * arm)
         _arrow(draw, (ox, oy), tip, color, max(2, round(3 * k)), stroke)
         if name:
-            text_at = (tip[0] + pad // 2, tip[1] - th // 2) if dx else (tip[0] - tw // 4, tip[1] - th - pad // 3)
-            draw.text(text_at, name, font=font, fill=color, stroke_width=stroke, stroke_fill=OUTLINE)
+            at, anchor = ((tip[0] + pad // 2, tip[1]), "lm") if dx else ((tip[0], tip[1] - pad // 2), "mb")
+            draw.text(at, name, fill=color, anchor=anchor, stroke_fill=OUTLINE, **text)
 
     over = Image.alpha_composite(plate, layer)
     a = np.asarray(over, np.float32) / 255.0
     out = rgb * (1.0 - a[..., 3:]) + a[..., :3] * a[..., 3:]
     return out.astype(np.float32), bar
-
-
-def _text_size(draw, text, font, stroke) -> tuple[int, int]:
-    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font, stroke_width=stroke)
-    return x1 - x0, y1 - y0
 
 
 def _arrow(draw, start, tip, color, width, stroke) -> None:

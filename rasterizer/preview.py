@@ -16,8 +16,8 @@ One plan per scene, shared by both stills and the orbit video::
 3. **Top view**: orthographic, straight down along −up; +X right and −Z up for +Y up (the first
    horizontal world axis to the right) unless turning the map by 90° lets the footprint fill the
    image :data:`TURN_GAIN` times larger. Framed on the content left after the cut, each Gaussian
-   reaching :data:`EXTENT_SIGMAS` σ of its largest axis, so that it spans ``1 - 2 MARGIN`` of the
-   limiting image dimension, centred.
+   reaching :data:`EXTENT_SIGMAS` σ along each image axis (but for the :data:`TRIM` share that
+   reaches farthest), so that it spans ``1 - 2 MARGIN`` of the limiting image dimension, centred.
 4. **¾ view**: perspective (:data:`DEFAULT_FOV`° vertical), :data:`ELEVATION_DEG`° above the
    horizontal, from the upper corner (of the four diagonals between the horizontal axes) that
    shows the most: a small z-buffer render of each scores the share of pixels showing the floor,
@@ -39,9 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from .camera import Camera
-from .errors import SceneError
 from .imageio import save_image
-from .layout import INDOOR, Layout, analyse_layout, horizontal_axes
+from .layout import Layout, analyse_layout, sigma_along
 from .overlay import draw_overlay
 from .render import Prepared
 from .scene import Scene
@@ -57,7 +56,8 @@ CUTS = ("auto", "none")
 MARGIN = 0.03                   # share of the limiting image dimension left free on each side
 ELEVATION_DEG = 45.0
 TURN_GAIN = 1.2
-EXTENT_SIGMAS = 1.0             # a Gaussian reaches this many σ (its largest axis) for framing
+EXTENT_SIGMAS = 1.5             # a Gaussian reaches this many σ along a direction, for framing
+TRIM = 0.0001                   # ... and the framing ignores this share of the farthest reaches (a few huge blobs)
 CORNER_SAMPLE = 50_000          # at most this many Gaussians in the corner-choice renders
 CORNER_DENSITY = 8              # Gaussians per pixel there (sets their size)
 FLOOR_BAND = 0.05               # Gaussians this close to the floor (share of the room height) are floor
@@ -139,6 +139,27 @@ def robust_bounds(scene: Scene, min_opacity: float = 0.1, percentiles=(2.0, 98.0
 # --------------------------------------------------------------------------- the plan
 
 @dataclass
+class Content:
+    """The Gaussians the framing keeps in view: the layout's content left after the cut."""
+
+    points: np.ndarray             # (M, 3) float64 centres
+    quats: np.ndarray              # (M, 4) their rotations
+    log_scales: np.ndarray         # (M, 3)
+
+    def reach(self, direction) -> np.ndarray:
+        """How far each Gaussian reaches along ``direction`` (unit): EXTENT_SIGMAS of its σ there."""
+        return EXTENT_SIGMAS * sigma_along(self.quats, self.log_scales, direction).astype(np.float64)
+
+    def span(self, direction) -> tuple[float, float]:
+        """The content's extent along ``direction``, reaches included, but for the TRIM farthest."""
+        v, r = self.points @ direction, self.reach(direction)
+        return -_reach(r - v), _reach(v + r)
+
+    def every(self, step: int) -> "Content":
+        return Content(self.points[::step], self.quats[::step], self.log_scales[::step])
+
+
+@dataclass
 class PreviewPlan:
     """Everything both stills and the orbit video share: layout, cut, scene after the cut, cameras."""
 
@@ -150,8 +171,7 @@ class PreviewPlan:
     size: tuple[int, int]
     fov_y_deg: float
     azimuth: np.ndarray            # horizontal unit vector from the centre towards the angle camera
-    points: np.ndarray             # (M, 3) content left after the cut (framing)
-    extents: np.ndarray            # (M,) their reach (EXTENT_SIGMAS x largest σ)
+    content: Content               # what the framing keeps in view
     seconds: dict                  # time per planning step
 
     @property
@@ -165,19 +185,14 @@ class PreviewPlan:
         w, h = size or self.size
         e1, e2 = self.layout.axes
         a0 = math.atan2(self.azimuth @ e2, self.azimuth @ e1)
-        step = max(1, -(-len(self.points) // max_points))
-        pts, ext = self.points[::step], self.extents[::step]
+        pts = self.content.points
         centre = (pts.min(0) + pts.max(0)) / 2.0
+        sample = self.content.every(max(1, -(-len(pts) // max_points)))
         el = math.radians(elevation_deg)
-        cams = []
-        dirs = []
-        for t in a0 + np.radians(sweep_deg) * np.arange(n_frames) / max(n_frames, 1):
-            horiz = math.cos(t) * e1 + math.sin(t) * e2
-            dirs.append(math.cos(el) * horiz + math.sin(el) * self.up)
-        dist = max(_centred_distance(pts, ext, centre, d, self.up, self.fov_y_deg, w, h) for d in dirs)
-        for d in dirs:
-            cams.append(Camera.look_at(centre + dist * d, centre, self.up, self.fov_y_deg, w, h))
-        return cams
+        dirs = [math.cos(el) * (math.cos(t) * e1 + math.sin(t) * e2) + math.sin(el) * self.up
+                for t in a0 + np.radians(sweep_deg) * np.arange(n_frames) / max(n_frames, 1)]
+        dist = max(_centred_distance(sample, centre, d, self.up, self.fov_y_deg, w, h) for d in dirs)
+        return [Camera.look_at(centre + dist * d, centre, self.up, self.fov_y_deg, w, h) for d in dirs]
 
 
 def plan_previews(scene: Scene, up="y", cut="auto", size=DEFAULT_SIZE, fov_y_deg: float = DEFAULT_FOV) -> PreviewPlan:
@@ -195,7 +210,6 @@ def plan_previews(scene: Scene, up="y", cut="auto", size=DEFAULT_SIZE, fov_y_deg
     log.info("preview: layout: %s (%.2f s)", layout.describe(), seconds["layout"])
 
     t0 = time.perf_counter()
-    heights = scene.means @ upv.astype(np.float32)
     if cut == "auto":
         cut_height = layout.auto_cut
         rule = ("none (only indoor scenes are cut)" if cut_height is None else
@@ -204,40 +218,34 @@ def plan_previews(scene: Scene, up="y", cut="auto", size=DEFAULT_SIZE, fov_y_deg
         cut_height, rule = None, "none"
     else:
         cut_height = layout.base + cut
-        rule = f"{cut:g} above the {'floor' if layout.floor is not None else 'lowest content'} ({layout.base:.2f}): " \
-               f"{cut_height:.2f}"
+        rule = (f"{cut:g} above the {'floor' if layout.floor is not None else 'lowest content'} "
+                f"({layout.base:.2f}): {cut_height:.2f}")
+    idx = layout.content
     if cut_height is not None:
-        keep = heights <= cut_height
-        if not keep.any():
-            raise SceneError(f"{scene.source}: the cut at {cut_height:.3g} leaves no Gaussian below it")
+        keep = scene.means @ upv.astype(np.float32) <= cut_height
         kept = scene.subset(keep)
+        idx = idx[keep[idx]]
         log.info("preview: cut %s; %d of %d Gaussians above it left out", rule, len(scene) - len(kept), len(scene))
     else:
         keep, kept = None, scene
         log.info("preview: cut %s", rule)
-
-    idx = layout.content
-    if keep is not None:
-        idx = idx[keep[idx]]
     if len(idx) == 0:  # nothing dense below the cut: frame on everything that is left
         idx = np.flatnonzero(keep) if keep is not None else np.arange(len(scene))
-    points = scene.means[idx].astype(np.float64)
-    extents = np.minimum(EXTENT_SIGMAS * np.exp(scene.scales[idx].max(1).astype(np.float64)),
-                         layout.cell if layout.cell > 0 else np.inf)
+    content = Content(scene.means[idx].astype(np.float64), scene.quats[idx], scene.scales[idx])
     seconds["cut"] = time.perf_counter() - t0
 
     w, h = size
     t0 = time.perf_counter()
-    top = _top_camera(layout, points, extents, w, h)
+    top = _top_camera(layout, content, w, h)
     seconds["top"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    corners = [_corner_camera(layout, points, extents, a, fov_y_deg, w, h) for a in _corners(layout)]
-    choice, scores = _choose_corner(kept, layout, cut_height, [c for _, c in corners])
+    corners = [_corner_camera(layout, content, a, fov_y_deg, w, h) for a in _corners(layout)]
+    choice, scores = _choose_corner(kept, layout, cut_height, corners)
     seconds["corner"] = time.perf_counter() - t0
     log.info("preview: ¾ view from corner %d of 4 (scores %s; %.2f s)", choice + 1,
              ", ".join(f"{s:.3f}" for s in scores), seconds["corner"])
-    return PreviewPlan(layout, cut, cut_height, kept, {"top": top, "angle": corners[choice][1]}, (w, h), fov_y_deg,
-                       corners[choice][0], points, extents, seconds)
+    return PreviewPlan(layout, cut, cut_height, kept, {"top": top, "angle": corners[choice]}, (w, h), fov_y_deg,
+                       _corners(layout)[choice], content, seconds)
 
 
 def preview_cameras(scene: Scene, up="y", size=DEFAULT_SIZE, cut="auto") -> dict[str, Camera]:
@@ -247,30 +255,26 @@ def preview_cameras(scene: Scene, up="y", size=DEFAULT_SIZE, cut="auto") -> dict
 
 # --------------------------------------------------------------------------- framing
 
-def _top_camera(layout: Layout, points, extents, w, h) -> Camera:
-    """Orthographic, straight down, the content (with extents) spanning 1 - 2 MARGIN of the limiting side."""
+def _top_camera(layout: Layout, content: Content, w, h) -> Camera:
+    """Orthographic, straight down, the content spanning 1 - 2 MARGIN of the limiting image side."""
     up = layout.up
     e1, e2 = layout.axes
-    lo1, hi1 = _span(points @ e1, extents)
-    lo2, hi2 = _span(points @ e2, extents)
+    lo1, hi1 = content.span(e1)
+    lo2, hi2 = content.span(e2)
     s1, s2 = max(hi1 - lo1, 1e-9), max(hi2 - lo2, 1e-9)
-    right = e1
-    if min(w / s2, h / s1) > TURN_GAIN * min(w / s1, h / s2):
-        right = e2                       # a footprint much longer than wide along e2: turn the map
+    turn = min(w / s2, h / s1) > TURN_GAIN * min(w / s1, h / s2)   # much longer along e2: turn the map
+    right, (lo_r, hi_r), (span_r, span_u) = (e2, (lo2, hi2), (s2, s1)) if turn else (e1, (lo1, hi1), (s1, s2))
     img_up = np.cross(up, right)
-    lo_r, hi_r = (lo1, hi1) if right is e1 else (lo2, hi2)
-    lo_u, hi_u = _span(points @ img_up, extents)
-    span_r, span_u = max(hi_r - lo_r, 1e-9), max(hi_u - lo_u, 1e-9)
+    lo_u, hi_u = content.span(img_up)
     view_h = max(span_u, span_r * h / w) / (1.0 - 2.0 * MARGIN)
-    hs = points @ up
-    centre_h = float(hs.max() + extents.max())
-    target = right * (lo_r + hi_r) / 2 + img_up * (lo_u + hi_u) / 2 + up * centre_h
+    target = right * (lo_r + hi_r) / 2 + img_up * (lo_u + hi_u) / 2 + up * content.span(up)[1]
     eye = target + up * max(span_r, span_u)   # above everything kept; an orthographic view ignores the distance
     return Camera.ortho_look_at(eye, target, img_up, view_h, w, h)
 
 
-def _span(values, extents) -> tuple[float, float]:
-    return float((values - extents).min()), float((values + extents).max())
+def _reach(values) -> float:
+    """The largest of ``values`` but for the TRIM share of outliers."""
+    return float(np.quantile(values, 1.0 - TRIM))
 
 
 def _corners(layout: Layout) -> list[np.ndarray]:
@@ -287,33 +291,35 @@ def _view_basis(direction, up):
     return fwd, right, down
 
 
-def _corner_camera(layout: Layout, points, extents, azimuth, fov_y_deg, w, h):
+def _corner_camera(layout: Layout, content: Content, azimuth, fov_y_deg, w, h) -> Camera:
     """The ¾ camera from ``azimuth``: 45° above the horizontal, framed tightly on the content."""
     el = math.radians(ELEVATION_DEG)
-    d = math.cos(el) * azimuth + math.sin(el) * layout.up
-    fwd, right, down = _view_basis(d, layout.up)
+    fwd, right, down = _view_basis(math.cos(el) * azimuth + math.sin(el) * layout.up, layout.up)
     ky = math.tan(math.radians(fov_y_deg) / 2.0) * (1.0 - 2.0 * MARGIN)
     kx = ky * w / h
-    # For a camera at c = x·right + y·down + z·fwd (its axes fixed), a point p is in the shrunk frame when
-    # |p·right - x| + e <= kx (p·fwd - z) and the same for down/ky. The least z - and the x, y that centre
-    # the content - follow in closed form from the extreme points on each side.
-    pr, pd, pf = points @ right, points @ down, points @ fwd
-    a_pos, a_neg = (pr + extents - kx * pf).max(), (-pr + extents - kx * pf).max()
-    b_pos, b_neg = (pd + extents - ky * pf).max(), (-pd + extents - ky * pf).max()
+    # For a camera at c = x·right + y·down + z·fwd (its axes fixed), a point p reaching e is in the
+    # shrunk frame when |p·right - x| + e <= kx (p·fwd - z), and the same along down with ky. The
+    # least z - and the x, y that centre the content - follow from the extreme points on each side.
+    p = content.points
+    pr, pd, pf = p @ right, p @ down, p @ fwd
+    er, ed = content.reach(right), content.reach(down)
+    a_pos, a_neg = _reach(pr + er - kx * pf), _reach(-pr + er - kx * pf)
+    b_pos, b_neg = _reach(pd + ed - ky * pf), _reach(-pd + ed - ky * pf)
     x, y = (a_pos - a_neg) / 2.0, (b_pos - b_neg) / 2.0
     z = -max((a_pos + a_neg) / (2.0 * kx), (b_pos + b_neg) / (2.0 * ky))
     eye = x * right + y * down + z * fwd
-    return azimuth, Camera.look_at(eye, eye + fwd, layout.up, fov_y_deg, w, h)
+    return Camera.look_at(eye, eye + fwd, layout.up, fov_y_deg, w, h)
 
 
-def _centred_distance(pts, ext, centre, direction, up, fov_y_deg, w, h) -> float:
-    """Distance from ``centre`` along ``direction`` that keeps every point in the shrunk frame, looking at ``centre``."""
+def _centred_distance(content: Content, centre, direction, up, fov_y_deg, w, h) -> float:
+    """Distance from ``centre`` along ``direction`` that keeps the content in the shrunk frame, looking at ``centre``."""
     fwd, right, down = _view_basis(direction, up)
     ky = math.tan(math.radians(fov_y_deg) / 2.0) * (1.0 - 2.0 * MARGIN)
     kx = ky * w / h
-    rel = pts - centre
-    need = np.maximum((np.abs(rel @ right) + ext) / kx, (np.abs(rel @ down) + ext) / ky) - rel @ fwd
-    return float(need.max())
+    rel = content.points - centre
+    need = np.maximum((np.abs(rel @ right) + content.reach(right)) / kx,
+                      (np.abs(rel @ down) + content.reach(down)) / ky) - rel @ fwd
+    return _reach(need)
 
 
 def _choose_corner(scene: Scene, layout: Layout, cut_height, cams) -> tuple[int, list[float]]:

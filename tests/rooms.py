@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from rasterizer.scene import SH_C0, Scene
+from rasterizer.transform import Similarity, transform_scene
 
 
 class Builder:
@@ -90,26 +91,13 @@ class Builder:
 
     def scene(self, rotate=None, scale=1.0, name="<procedural>") -> Scene:
         """The scene; ``rotate`` (3x3) turns it (and so its up axis), ``scale`` changes its units."""
-        means, scales, quats, op, sh = (np.concatenate([p[i] for p in self.parts]) for i in range(5))
-        means = means * scale
-        scales = scales + math.log(scale)
-        if rotate is not None:
-            r = np.asarray(rotate, float)
-            means = means @ r.T
-            quats = _quat_mul(_quat_of(r), quats)
-        return Scene(*(a.astype(np.float32) for a in (means, scales, quats, op, sh)), None, name)
-
-
-def _quat_of(r):
-    w = math.sqrt(max(0.0, 1 + r[0, 0] + r[1, 1] + r[2, 2])) / 2
-    return np.array([w, (r[2, 1] - r[1, 2]) / (4 * w), (r[0, 2] - r[2, 0]) / (4 * w), (r[1, 0] - r[0, 1]) / (4 * w)])
-
-
-def _quat_mul(a, b):
-    w1, x1, y1, z1 = a
-    w2, x2, y2, z2 = b.T
-    return np.stack([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-                     w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2], 1)
+        means, scales, quats, op, sh = (np.concatenate([p[i] for p in self.parts]).astype(np.float32)
+                                        for i in range(5))
+        scene = Scene(means, scales, quats, op, sh, None, name)
+        if rotate is None and scale == 1.0:
+            return scene
+        return transform_scene(scene, Similarity(np.eye(3) if rotate is None else np.asarray(rotate), scale,
+                                                 np.zeros(3)))
 
 
 def rotation(axis, deg):
