@@ -17,7 +17,7 @@ from .camera import load_camera_path
 from .errors import SceneError
 from .imageio import save_image
 from .layout import KINDS, analyse_layout
-from .preview import (DEFAULT_AA, DEFAULT_BACKGROUND, VIEWS, PreviewError, parse_cut, parse_up, plan_previews,
+from .preview import (AA_CPU, AA_GPU, DEFAULT_BACKGROUND, VIEWS, PreviewError, parse_cut, parse_up, plan_previews,
                       robust_bounds, write_previews)
 from .render import Prepared
 from .scene import load_scene
@@ -83,7 +83,7 @@ def cmd_preview(args) -> int:
     size = parse_size(args.size)
     background = parse_color(args.background) if args.background else DEFAULT_BACKGROUND
     up, cut = _option(parse_up, "--up", args.up), _option(parse_cut, "--cut", args.cut)
-    if not 1 <= args.aa <= 4:
+    if args.aa is not None and not 1 <= args.aa <= 4:
         raise SceneError(f"--aa must be 1..4, got {args.aa}")
     if args.scene:
         scene = _load(args.scene)
@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--cut", default="auto", help="leave out what lies above: auto (just below the ceiling of "
                    "indoor scenes), none, or metres above the floor (default auto)")
     v.add_argument("--no-overlay", action="store_true", help="no scale bar and axis marker on the top view")
-    v.add_argument("--aa", type=int, default=DEFAULT_AA, help=f"supersampling factor 1..4 (default {DEFAULT_AA})")
+    v.add_argument("--aa", type=int, help=f"supersampling factor 1..4 (default {AA_GPU} on the GPU, {AA_CPU} on the CPU)")
     v.add_argument("--size", default="1280x720", help="WxH (default 1280x720)")
     v.add_argument("--backend", choices=backends, default="auto")
     v.add_argument("--background", help="R,G,B in 0..1 (default nerfstudio's 0.149,0.165,0.216)")

@@ -40,7 +40,7 @@ import numpy as np
 
 from .camera import Camera
 from .imageio import save_image
-from .layout import Layout, analyse_layout, sigma_along
+from .layout import MIN_OPACITY, Layout, analyse_layout, sigma_along
 from .overlay import draw_overlay
 from .render import Prepared
 from .scene import Scene
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BACKGROUND = (0.1490, 0.1647, 0.2157)
 DEFAULT_SIZE = (1280, 720)
 DEFAULT_FOV = 50.0
-DEFAULT_AA = 2                  # supersampling factor of the stills (measured: bench/preview.py)
+AA_GPU, AA_CPU = 2, 1           # default supersampling of the stills per backend (measured: bench/preview.py)
 VIEWS = ("top", "angle")
 CUTS = ("auto", "none")
 MARGIN = 0.03                   # share of the limiting image dimension left free on each side
@@ -327,7 +327,7 @@ def _choose_corner(scene: Scene, layout: Layout, cut_height, cams) -> tuple[int,
     CORNER_SAMPLE of them, about CORNER_DENSITY per pixel): the share of pixels whose nearest
     Gaussian is on the floor, plus a quarter of the share covered at all. The highest wins, the
     first on ties."""
-    idx = np.flatnonzero(scene.opacities >= np.float32(math.log(0.2 / 0.8)))   # opacity >= 0.2
+    idx = np.flatnonzero(scene.opacities >= np.float32(math.log(MIN_OPACITY / (1.0 - MIN_OPACITY))))
     if len(idx) == 0:
         return 0, [0.0] * len(cams)
     idx = idx[:: max(1, -(-len(idx) // CORNER_SAMPLE))]
@@ -366,11 +366,11 @@ def _scaled(cam: Camera, k: float) -> Camera:
 
 def write_previews(plan: PreviewPlan, out_dir, prepared: Prepared | None = None, backend: str = "auto",
                    background=DEFAULT_BACKGROUND, fmt: str = "jpg", quality: int = 90, views=VIEWS,
-                   overlay: bool = True, aa: int = DEFAULT_AA, timings: dict | None = None) -> dict[str, Path]:
+                   overlay: bool = True, aa: int | None = None, timings: dict | None = None) -> dict[str, Path]:
     """Render and write ``preview_<view>.<fmt>`` for each view; each view independent of the others.
 
-    ``prepared`` must hold ``plan.scene`` (the scene after the cut); it is made from ``backend`` when
-    None. ``aa`` renders at that many times the size and box-filters down. ``timings``, when given,
+    ``prepared`` (a :class:`Prepared`, or anything with its ``render``) must hold ``plan.scene``, the
+XX ``timings``, when given,
     receives the seconds of each step per view (``{"top": {"render": …, "downscale": …, "overlay": …,
     "encode": …}, …}``). Raises :class:`PreviewError` after trying every view if any failed.
     """
@@ -378,6 +378,9 @@ def write_previews(plan: PreviewPlan, out_dir, prepared: Prepared | None = None,
         prepared = Prepared(plan.scene, backend)
     elif getattr(prepared, "n", len(plan.scene)) != len(plan.scene):
         raise ValueError(f"prepared holds {prepared.n} Gaussians, the plan's scene after the cut {len(plan.scene)}")
+    if aa is None:
+        on_gpu = getattr(prepared, "backend", None) is not None and prepared.backend.__name__.endswith("gpu_cupy")
+        aa = AA_GPU if on_gpu else AA_CPU
     if not (isinstance(aa, int) and 1 <= aa <= 4):
         raise ValueError(f"aa must be an integer 1..4, got {aa!r}")
     out_dir = Path(out_dir)
