@@ -101,10 +101,12 @@ def draw_overlay(rgb: np.ndarray, camera: Camera) -> tuple[np.ndarray, ScaleBar]
             at, anchor = ((tip[0] + pad // 2, tip[1]), "lm") if dx else ((tip[0], tip[1] - pad // 2), "mb")
             draw.text(at, name, fill=color, anchor=anchor, stroke_fill=OUTLINE, **text)
 
-    over = Image.alpha_composite(plate, layer)
+    strip = max(0, min(lb[1], top) - pad)         # everything drawn lies below this row
+    over = Image.alpha_composite(plate.crop((0, strip, w, h)), layer.crop((0, strip, w, h)))
     a = np.asarray(over, np.float32) / 255.0
-    out = rgb * (1.0 - a[..., 3:]) + a[..., :3] * a[..., 3:]
-    return out.astype(np.float32), bar
+    out = rgb.copy()
+    out[strip:] = rgb[strip:] * (1.0 - a[..., 3:]) + a[..., :3] * a[..., 3:]
+    return out, bar
 
 
 def _arrow(draw, start, tip, color, width, stroke) -> None:
