@@ -27,13 +27,15 @@ of that box and :data:`HEIGHT_BINS` bins over its height, so the analysis does n
    :data:`FLOOR_MIN_SHARE` of the occupied cells (and :data:`MIN_LAYER_CELLS`) and at most
    :data:`FLOOR_MAX_BELOW` of the content lies below it: in a scan without a floor the lowest level
    of most cells is the ceiling, with everything below it.
-4. **Ceiling.** Candidates are cells whose highest level is a thin layer (at most
-   :data:`CEILING_MAX_THICKNESS` of its clearance) at least :data:`CEILING_MIN_CLEARANCE` metres
-   above the floor plane (above the lowest content when there is no floor). Candidates below the
-   first height shared by :data:`CEILING_LAYER_SHARE` of the occupied cells are dropped (a cabinet
-   top where the ceiling was not captured); the rest, when they cover at least
-   :data:`CEILING_MIN_SHARE` of the occupied cells (and :data:`MIN_LAYER_CELLS`), are the ceiling:
-   its height is their median, its underside the 5th percentile of their layers' lower edges, so
+4. **Ceiling.** Candidates are the floor's cells (every occupied cell when there is no floor: a
+   roof over an inside that was not captured is not a ceiling) whose highest level is a thin layer
+   (at most :data:`CEILING_MAX_THICKNESS` of its clearance), smooth (at least two of its four
+   neighbours at the same height: a surface, not the top of a cloud of blobs) and at least
+   :data:`CEILING_MIN_CLEARANCE` metres above the floor plane (above the lowest content when there
+   is no floor). Candidates below the first height shared by :data:`CEILING_LAYER_SHARE` of those
+   cells are dropped (a cabinet top where the ceiling was not captured); the rest, when they cover
+   at least :data:`CEILING_MIN_SHARE` of them (and :data:`MIN_LAYER_CELLS`), are the ceiling: its
+   height is their median, its underside the 5th percentile of their layers' lower edges, so
    several rooms with different ceiling heights all lose theirs, and a tilted ceiling all of it.
 5. **Class.** ``indoor`` with a ceiling (with or without a floor), ``ground`` with a floor and no
    ceiling, ``object`` with neither. The automatic section cut (:attr:`Layout.auto_cut`) lies
@@ -229,6 +231,7 @@ def analyse_layout(scene: Scene, up) -> Layout:
     # floor: the lowest well-supported plane through the cells' lowest levels, with little content below it
     floor = floor_tilt = plane = None
     floor_share = 0.0
+    footprint = np.ones(n_occ, bool)          # the cells a ceiling must cover: the floor's, when there is one
     if n_occ >= 3:
         low_level, _, _ = _levels(dense, cover, heights, hbin, lowest=True)
         pts = np.stack([cells_p, cells_q, low_level], 1)
@@ -239,22 +242,26 @@ def analyse_layout(scene: Scene, up) -> Layout:
         log.debug("layout: lowest-level plane %s supported by %.0f%% of %d cells, %.0f%% of the content below it",
                   np.round(plane, 4), 100 * floor_share, n_occ, 100 * below_share)
         if support >= max(MIN_LAYER_CELLS, FLOOR_MIN_SHARE * n_occ) and below_share <= FLOOR_MAX_BELOW:
-            centre = pts[np.abs(pts[:, 2] - _plane_at(plane, pts[:, 0], pts[:, 1])) <= tol, :2].mean(0)
+            footprint = np.abs(low_level - _plane_at(plane, cells_p, cells_q)) <= tol
+            centre = pts[footprint, :2].mean(0)
             floor = float(_plane_at(plane, centre[0], centre[1]))
             floor_tilt = math.degrees(math.atan(math.hypot(plane[0], plane[1])))
         else:
             plane = None
     base = floor if floor is not None else float(np.percentile(local[dense_content, 2], 1.0))
 
-    # ceiling: thin highest levels well above the floor, in layers that each hold a fair share of them
+    # ceiling: over the floor's footprint, highest levels that are thin, smooth (like their neighbours:
+    # a surface, not the top of a cloud) and well above the floor, in layers holding a fair share
     ceiling = underside = None
     ceiling_share = 0.0
     if n_occ:
         top_level, top_lower, top_upper = _levels(dense, cover, heights, hbin, lowest=False)
         ref = _plane_at(plane, cells_p, cells_q) if plane is not None else np.full(n_occ, base)
         clearance = top_level - ref
-        cand = np.flatnonzero((clearance >= CEILING_MIN_CLEARANCE)
-                              & (top_upper - top_lower <= CEILING_MAX_THICKNESS * clearance))
+        cand = np.flatnonzero(footprint & (clearance >= CEILING_MIN_CLEARANCE)
+                              & (top_upper - top_lower <= CEILING_MAX_THICKNESS * clearance)
+                              & _smooth(occ, top_level, (nx, nz), 2 * tol))
+        area = int(footprint.sum())
         if len(cand):
             # drop the candidates below the first height shared by a layer covering CEILING_LAYER_SHARE
             # of the footprint (a cabinet top where the ceiling was not captured is smaller); several
@@ -262,9 +269,9 @@ def analyse_layout(scene: Scene, up) -> Layout:
             c = np.sort(clearance[cand])
             w = 2 * tol
             around = np.searchsorted(c, c + w, "right") - np.searchsorted(c, c - w, "left")
-            layer = around >= CEILING_LAYER_SHARE * n_occ
+            layer = around >= CEILING_LAYER_SHARE * area
             under = cand[clearance[cand] >= c[np.argmax(layer)] - w] if layer.any() else cand[:0]
-            ceiling_share = len(under) / n_occ
+            ceiling_share = len(under) / area
             if ceiling_share >= CEILING_MIN_SHARE and len(under) >= MIN_LAYER_CELLS:
                 ceiling = float(np.median(top_level[under]))
                 underside = float(np.percentile(top_lower[under], 5.0))
@@ -298,6 +305,16 @@ def _empty(scene, up, axes, local, t0) -> Layout:
     base = float(np.percentile(local[:, 2], 1.0)) if len(local) else float(np.median(scene.means @ up))
     return Layout(up, axes, OBJECT, None, None, 0.0, None, None, None, 0.0, base, np.arange(len(scene)), 0.0,
                   time.perf_counter() - t0)
+
+
+def _smooth(cells: np.ndarray, level: np.ndarray, shape, tol: float) -> np.ndarray:
+    """Per cell: at least two of its four neighbours have a level within ``tol`` of its own."""
+    grid = np.full(shape[0] * shape[1], np.nan)
+    grid[cells] = level
+    grid = np.pad(grid.reshape(shape), 1, constant_values=np.nan)
+    i, j = cells // shape[1] + 1, cells % shape[1] + 1
+    close = sum(np.abs(grid[i + di, j + dj] - level) <= tol for di, dj in ((-1, 0), (1, 0), (0, -1), (0, 1)))
+    return close >= 2
 
 
 def _box3(a: np.ndarray) -> np.ndarray:

@@ -172,3 +172,23 @@ def lone_object(seed=3) -> Builder:
     b.blobs((0, 1.1, 0) + 0.12 * d, (0.8, 0.2, 0.2), 0.02, 0.9)
     b.floaters((-1, -0.3, -1), (1, 1.6, 1), 200)
     return b
+
+
+def house_from_outside(seed=4) -> Builder:
+    """A house 10 x 8 m and 5 m high scanned from outside on its 14 x 12 m plot: walls and a flat roof
+    covering half of the plot, no inside."""
+    b = Builder(seed, spacing=0.1)
+    outside = lambda s, t: (np.abs(s * 14 - 7) > 5) | (np.abs(t * 12 - 6) > 4)     # noqa: E731
+    b.patch((-7, 0, -6), (14, 0, 0), (0, 0, 12), (0.4, 0.55, 0.3), thickness=0.02, keep=outside)    # lawn
+    b.box((-5, 0, -4), (5, 5, 4), (0.75, 0.7, 0.65), thickness=0.02)
+    b.floaters((-8, -0.5, -7), (8, 7, 7), 400)
+    return b
+
+
+def blob_cloud(seed=6) -> Scene:
+    """A 4 m ball of isolated round blobs (a tree crown, a cloud of floaters): no surfaces at all."""
+    b = Builder(seed)
+    pts = b.rng.normal(size=(2000, 3))
+    b.blobs(pts, (0.3, 0.5, 0.2), 0.05, 0.9)
+    return b.scene()
+

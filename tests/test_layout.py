@@ -88,6 +88,18 @@ def test_open_ground_has_a_floor_and_no_ceiling():
     assert lay.floor == pytest.approx(0.0, abs=0.05) and lay.ceiling is None and lay.auto_cut is None
 
 
+def test_a_building_seen_from_outside_keeps_its_roof():
+    """A roof over no captured inside is not a ceiling: the ceiling must cover the floor's footprint."""
+    lay = analyse_layout(rooms.house_from_outside().scene(), Y)
+    assert lay.kind == GROUND and lay.auto_cut is None, lay.describe()
+
+
+def test_a_cloud_of_blobs_has_no_ceiling():
+    """The top of a cloud (a crown of leaves, floaters) is not a surface: no ceiling, no floor."""
+    lay = analyse_layout(rooms.blob_cloud(), Y)
+    assert lay.kind == OBJECT, lay.describe()
+
+
 def test_lone_object_has_neither():
     lay = analyse_layout(rooms.lone_object().scene(), Y)
     assert lay.kind == OBJECT and lay.floor is None and lay.auto_cut is None, lay.describe()
