@@ -128,9 +128,9 @@ def cmd_info(args) -> int:
     height = lambda v: "none" if v is None else f"{v:.3f}"  # noqa: E731
     print(f"class:         {lay.kind} ({KINDS[lay.kind]})")
     print(f"floor:         {height(lay.floor)}" + ("" if lay.floor is None else
-                                                    f"  (tilt {lay.floor_tilt_deg:.1f} deg, {lay.floor_share:.0%} of the footprint)"))
+          f"  (tilt {lay.floor_tilt_deg:.1f} deg, {lay.floor_share:.0%} of the footprint)"))
     print(f"ceiling:       {height(lay.ceiling)}" + ("" if lay.ceiling is None else
-                                                      f"  (underside {lay.ceiling_underside:.3f}, {lay.ceiling_share:.0%} of the footprint)"))
+          f"  (underside {lay.ceiling_underside:.3f}, {lay.ceiling_share:.0%} of the footprint)"))
     print(f"auto cut:      {height(lay.auto_cut)}  (heights along up = {fmt(lay.up)})")
     return 0
 
@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--cut", default="auto", help="leave out what lies above: auto (just below the ceiling of "
                    "indoor scenes), none, or metres above the floor (default auto)")
     v.add_argument("--no-overlay", action="store_true", help="no scale bar and axis marker on the top view")
-    v.add_argument("--aa", type=int, help=f"supersampling factor 1..4 (default {AA_GPU} on the GPU, {AA_CPU} on the CPU)")
+    v.add_argument("--aa", type=int,
+                   help=f"supersampling factor 1..4 (default {AA_GPU} on the GPU, {AA_CPU} on the CPU)")
     v.add_argument("--size", default="1280x720", help="WxH (default 1280x720)")
     v.add_argument("--backend", choices=backends, default="auto")
     v.add_argument("--background", help="R,G,B in 0..1 (default nerfstudio's 0.149,0.165,0.216)")

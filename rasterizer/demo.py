@@ -152,7 +152,8 @@ def demo_scene(detail: float = 1.0) -> Scene:
     lo, hi, col = FURNITURE["plant"]
     c = (np.add(lo, hi)) / 2
     parts += _box(rng, (c[0] - 0.15, 0.0, c[2] - 0.15), (c[0] + 0.15, 0.4, c[2] + 0.15), [0.6, 0.4, 0.3], 0.035)
-    parts += _box(rng, (c[0] - 0.03, 0.4, c[2] - 0.03), (c[0] + 0.03, hi[1] - 0.55, c[2] + 0.03), [0.4, 0.3, 0.15], 0.02)
+    parts += _box(rng, (c[0] - 0.03, 0.4, c[2] - 0.03), (c[0] + 0.03, hi[1] - 0.55, c[2] + 0.03), [0.4, 0.3, 0.15],
+                  0.02)
     parts.append(_sphere(rng, (c[0], hi[1] - 0.3, c[2]), 0.3, col, 0.035, sh_gloss=0.3))
 
     # floaters: specks in and around the room, some of them faint

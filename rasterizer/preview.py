@@ -312,7 +312,7 @@ def _corner_camera(layout: Layout, content: Content, azimuth, fov_y_deg, w, h) -
 
 
 def _centred_distance(content: Content, centre, direction, up, fov_y_deg, w, h) -> float:
-    """Distance from ``centre`` along ``direction`` that keeps the content in the shrunk frame, looking at ``centre``."""
+    """How far from ``centre`` along ``direction`` a camera looking at ``centre`` keeps the content in frame."""
     fwd, right, down = _view_basis(direction, up)
     ky = math.tan(math.radians(fov_y_deg) / 2.0) * (1.0 - 2.0 * MARGIN)
     kx = ky * w / h
@@ -397,16 +397,18 @@ XX ``timings``, when given,
             if not (img.alpha > 1.0 / 255.0).any():
                 log.warning("preview %s: nothing of the scene is visible in this view", name)
             t2 = time.perf_counter()
+            extra = ""
             if overlay and cam.is_ortho:
                 rgb, bar = draw_overlay(rgb, cam)
-                log.debug("preview %s: scale bar %s = %.1f px", name, bar.label, bar.pixels)
+                extra = f"; scale bar {bar.label} = {bar.pixels:.1f} px"
             t3 = time.perf_counter()
             written[name] = save_image(path, rgb, quality=quality)
             t4 = time.perf_counter()
             if timings is not None:
                 timings[name] = {"render": t1 - t0, "downscale": t2 - t1, "overlay": t3 - t2, "encode": t4 - t3}
             log.info("preview %s: wrote %s (%dx%d; render %.2f s at %dx, downscale %.2f s, overlay %.2f s, "
-                     "encode %.2f s)", name, path, cam.width, cam.height, t1 - t0, aa, t2 - t1, t3 - t2, t4 - t3)
+                     "encode %.2f s%s)", name, path, cam.width, cam.height, t1 - t0, aa, t2 - t1, t3 - t2, t4 - t3,
+                     extra)
         except Exception as e:  # one view failing must not cost the others
             failures[name] = f"{type(e).__name__}: {e}"
             log.warning("preview %s failed: %s", name, failures[name])
