@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("preview", help="write preview_top and preview_angle images")
     v.add_argument("scene", nargs="?", help="scene file (.ply or .splat); the demo scene when omitted")
     v.add_argument("--out", required=True, help="output folder")
-    v.add_argument("--up", default="y", help="world up: x, y, z, -x, -y, -z or a vector like 0,1,0 (default y)")
+    up_help = "world up: x, y, z, -x, -y, -z or a vector like 0,1,0 (default y; write --up=-y)"
+    v.add_argument("--up", default="y", help=up_help)
     v.add_argument("--cut", default="auto", help="leave out what lies above: auto (just below the ceiling of "
                    "indoor scenes), none, or metres above the floor (default auto)")
     v.add_argument("--no-overlay", action="store_true", help="no scale bar and axis marker on the top view")
@@ -169,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="count, SH degree, bounds, robust bounds and layout (floor, ceiling, class)")
     i.add_argument("scene")
-    i.add_argument("--up", default="y", help="world up: x, y, z, -x, -y, -z or a vector like 0,1,0 (default y)")
+    i.add_argument("--up", default="y", help=up_help)
     i.set_defaults(func=cmd_info)
     return p
 
