@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_SCENES = {
     "loadersgl-train-1000.ply": "y",          # SH 3, 1000 Gaussians (start of a real file)
     "v3dg-donut-fused.ply": "y",              # SH 0, 45k, a small object without normals
-    "aframe-gs-luma-seal.splat": "y",         # antimatter15 .splat, 101k
+    "aframe-gs-luma-seal.splat": "-y",        # antimatter15 .splat, 101k; y points down (as in antimatter15 files)
     "playcanvas-playbot-lod0-500k.ply": "-y",  # SH 0, 500k, y points down in this file
 }
 SH3_SCENE = "loadersgl-train-1000.ply"

@@ -16,7 +16,9 @@ import numpy as np
 from .camera import load_camera_path
 from .errors import SceneError
 from .imageio import save_image
-from .preview import DEFAULT_BACKGROUND, VIEWS, PreviewError, parse_up, robust_bounds, write_previews
+from .layout import KINDS, analyse_layout
+from .preview import (AA_CPU, AA_GPU, DEFAULT_BACKGROUND, VIEWS, PreviewError, parse_cut, parse_up, plan_previews,
+                      robust_bounds, write_previews)
 from .render import Prepared
 from .scene import load_scene
 
@@ -80,23 +82,33 @@ def cmd_render(args) -> int:
 def cmd_preview(args) -> int:
     size = parse_size(args.size)
     background = parse_color(args.background) if args.background else DEFAULT_BACKGROUND
-    parse_up(args.up)
+    up, cut = _option(parse_up, "--up", args.up), _option(parse_cut, "--cut", args.cut)
+    if args.aa is not None and not 1 <= args.aa <= 4:
+        raise SceneError(f"--aa must be 1..4, got {args.aa}")
     if args.scene:
         scene = _load(args.scene)
     else:
         from .demo import demo_scene
         scene = demo_scene()
         log.info("no scene given: rendering the built-in demo scene (%d Gaussians)", len(scene))
-    prepared = _prepare(scene, args.backend)
+    plan = plan_previews(scene, up=up, cut=cut, size=size)
+    prepared = _prepare(plan.scene, args.backend)
     try:
-        written = write_previews(scene, args.out, up=args.up, size=size, background=background,
-                                 fmt=args.format, quality=args.quality, views=args.views, prepared=prepared)
+        written = write_previews(plan, args.out, prepared=prepared, background=background, fmt=args.format,
+                                 quality=args.quality, views=args.views, overlay=not args.no_overlay, aa=args.aa)
     except PreviewError as e:
         print(f"error: preview failed: {e}", file=sys.stderr)
         return 1
     for path in written.values():
         print(path)
     return 0
+
+
+def _option(parse, name, text):
+    try:
+        return parse(text)
+    except ValueError as e:
+        raise SceneError(f"{name}: {e}") from None
 
 
 def cmd_info(args) -> int:
@@ -112,6 +124,14 @@ def cmd_info(args) -> int:
           f"{b.count} Gaussians)")
     print(f"robust centre: {fmt(b.center)}  extent {fmt(b.extent)}")
     print(f"opacity:       median {np.median(opac):.3f}, {np.mean(opac >= 0.1) * 100:.1f}% >= 0.1")
+    lay = analyse_layout(scene, _option(parse_up, "--up", args.up))
+    height = lambda v: "none" if v is None else f"{v:.3f}"  # noqa: E731
+    print(f"class:         {lay.kind} ({KINDS[lay.kind]})")
+    print(f"floor:         {height(lay.floor)}" + ("" if lay.floor is None else
+          f"  (tilt {lay.floor_tilt_deg:.1f} deg, {lay.floor_share:.0%} of the footprint)"))
+    print(f"ceiling:       {height(lay.ceiling)}" + ("" if lay.ceiling is None else
+          f"  (underside {lay.ceiling_underside:.3f}, {lay.ceiling_share:.0%} of the footprint)"))
+    print(f"auto cut:      {height(lay.auto_cut)}  (heights along up = {fmt(lay.up)})")
     return 0
 
 
@@ -133,7 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("preview", help="write preview_top and preview_angle images")
     v.add_argument("scene", nargs="?", help="scene file (.ply or .splat); the demo scene when omitted")
     v.add_argument("--out", required=True, help="output folder")
-    v.add_argument("--up", default="y", help="world up axis: x, y, z, -x, -y or -z (default y)")
+    up_help = "world up: x, y, z, -x, -y, -z or a vector like 0,1,0 (default y; write --up=-y)"
+    v.add_argument("--up", default="y", help=up_help)
+    v.add_argument("--cut", default="auto", help="leave out what lies above: auto (just below the ceiling of "
+                   "indoor scenes), none, or metres above the floor (default auto)")
+    v.add_argument("--no-overlay", action="store_true", help="no scale bar and axis marker on the top view")
+    v.add_argument("--aa", type=int,
+                   help=f"supersampling factor 1..4 (default {AA_GPU} on the GPU, {AA_CPU} on the CPU)")
     v.add_argument("--size", default="1280x720", help="WxH (default 1280x720)")
     v.add_argument("--backend", choices=backends, default="auto")
     v.add_argument("--background", help="R,G,B in 0..1 (default nerfstudio's 0.149,0.165,0.216)")
@@ -142,8 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--views", nargs="+", choices=VIEWS, default=list(VIEWS))
     v.set_defaults(func=cmd_preview)
 
-    i = sub.add_parser("info", help="count, SH degree, bounds and robust bounds of a scene")
+    i = sub.add_parser("info", help="count, SH degree, bounds, robust bounds and layout (floor, ceiling, class)")
     i.add_argument("scene")
+    i.add_argument("--up", default="y", help=up_help)
     i.set_defaults(func=cmd_info)
     return p
 

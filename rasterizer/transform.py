@@ -175,11 +175,13 @@ def transform_scene(scene: Scene, sim: Similarity) -> Scene:
 def transform_camera(cam: Camera, sim: Similarity) -> Camera:
     """The camera that sees ``transform_scene(scene, sim)`` as ``cam`` sees ``scene``.
 
-    With a scale the camera frame is scaled too, which a pinhole projection does not see.
+    With a scale the camera frame is scaled too, which a pinhole projection does not see; an
+    orthographic one's pixels per unit shrink by the scale.
     """
     w2c = cam.world_to_camera
     inv = sim.inverse()
     new = np.eye(4)
     new[:3, :3] = w2c[:3, :3] @ inv.rotation
     new[:3, 3] = (w2c[:3, :3] @ inv.translation + w2c[:3, 3]) * sim.scale
-    return Camera(cam.width, cam.height, cam.fx, cam.fy, cam.cx, cam.cy, new)
+    k = 1.0 / sim.scale if cam.is_ortho else 1.0
+    return Camera(cam.width, cam.height, cam.fx * k, cam.fy * k, cam.cx, cam.cy, new, cam.model)

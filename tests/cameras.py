@@ -18,12 +18,13 @@ def cameras_for(scene: Scene, size=(517, 389), up: str = "y") -> dict[str, Camer
     w, h = size
     b = robust_bounds(scene)
     c, ext = b.center, float(np.max(b.extent))
-    views = preview_cameras(scene, up=up, size=size, bounds=b)
+    views = preview_cameras(scene, up=up, size=size)
     upv = np.eye(3)[1]
     side = np.array([0.3, 0.1, 1.0])
     return {
         "oblique": views["angle"],
-        "top": views["top"],
+        # straight down from above the box (perspective; the top preview itself is orthographic)
+        "top": Camera.look_at(c + 1.5 * ext * upv, c, [0.0, 0.0, -1.0], 50.0, w, h),
         # at the robust centre, looking sideways through the scene
         "inside": Camera.look_at(c, c + side, upv, 70.0, w, h),
         # 40 extents away: the whole scene is a few pixels wide
