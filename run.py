@@ -36,7 +36,7 @@ from rasterizer import backends
 from rasterizer.demo import demo_scene
 from rasterizer.errors import SceneError
 from rasterizer.imageio import to_uint8
-from rasterizer.preview import DEFAULT_BACKGROUND, orbit_cameras, write_previews
+from rasterizer.preview import DEFAULT_BACKGROUND, ELEVATION_DEG, PreviewPlan, plan_previews, write_previews
 from rasterizer.render import Prepared
 from rasterizer.scene import atomic_write, load_scene, save_ply
 from rasterizer.splatfile import convert
@@ -47,7 +47,6 @@ DEMO_ID = "demo"
 #: test hook: make the renderer raise for these outputs, e.g. "top", "angle", "video", "video@5"
 FAULT_ENV = "SPLATTER_INJECT_RENDER_FAULT"
 PREVIEW_VIEWS = {"top": PREVIEW_TOP, "angle": PREVIEW_ANGLE}
-VIDEO_ELEVATION_DEG = 35.0
 EXIT_INTERRUPTED = 130
 
 log = logging.getLogger("splatter.run")
@@ -64,15 +63,21 @@ class Options:
 
 
 class RotatedScene:
-    """``splat_rot.ply``, loaded and uploaded to the render backend once for the steps that render it."""
+    """``splat_rot.ply``, loaded, planned for the previews (layout, section cut, framing) and uploaded
+    to the render backend once for the steps that render it: the stills and the orbit share all three."""
 
-    def __init__(self, path: Path, backend: str):
+    def __init__(self, path: Path, backend: str, preview_size: tuple[int, int]):
         self.path = path
         self.backend_choice = backend
+        self.preview_size = preview_size
 
     @cached_property
     def scene(self):
         return load_scene(self.path)
+
+    @cached_property
+    def plan(self) -> PreviewPlan:
+        return plan_previews(self.scene, up="y", cut="auto", size=self.preview_size)
 
     @cached_property
     def backend(self) -> str:
@@ -80,8 +85,10 @@ class RotatedScene:
 
     @cached_property
     def prepared(self) -> Prepared:
-        prepared = Prepared(self.scene, self.backend)
-        log.info("rendering %s (%d Gaussians) with the %s backend", self.path, len(self.scene), self.backend)
+        plan = self.plan
+        prepared = Prepared(plan.scene, self.backend)
+        log.info("rendering %s (%d Gaussians, %d after the section cut) with the %s backend", self.path,
+                 len(self.scene), len(plan.scene), self.backend)
         return prepared
 
 
@@ -94,7 +101,7 @@ class Job:
     rotated: RotatedScene = field(init=False)
 
     def __post_init__(self) -> None:
-        self.rotated = RotatedScene(self.layout.splat_rot_ply, self.opts.backend)
+        self.rotated = RotatedScene(self.layout.splat_rot_ply, self.opts.backend, self.opts.preview_size)
 
 
 # =========================================================================== extract
@@ -253,9 +260,8 @@ def step_previews(job: Job) -> None:
         return
     for view in PREVIEW_VIEWS:
         try:
-            write_previews(job.rotated.scene, job.layout.out, up="y", size=job.opts.preview_size,
-                           background=DEFAULT_BACKGROUND, fmt="jpg", quality=90, views=(view,),
-                           prepared=with_injected_faults(prepared, view))
+            write_previews(job.rotated.plan, job.layout.out, prepared=with_injected_faults(prepared, view),
+                           background=DEFAULT_BACKGROUND, fmt="jpg", quality=90, views=(view,))
         except Exception as e:  # noqa: BLE001 - best effort: one view failing keeps the other
             log.warning("previews: %s not written: %s", PREVIEW_VIEWS[view].file, one_line(e))
 
@@ -271,8 +277,8 @@ def step_video(job: Job) -> None:
     if prepared is None:
         return
     opts, path = job.opts, job.layout.preview_video
-    cams = orbit_cameras(job.rotated.scene, n_frames=opts.video_frames, up="y", size=opts.video_size,
-                         elevation_deg=VIDEO_ELEVATION_DEG, sweep_deg=360.0)
+    # the same section cut and framing as the ¾ preview, starting at its corner
+    cams = job.rotated.plan.orbit_cameras(n_frames=opts.video_frames, size=opts.video_size)
     renderer = with_injected_faults(prepared, "video")
     t0 = time.perf_counter()
     try:
@@ -376,7 +382,7 @@ STEPS = (
          inputs=("splat_rot_ply",), outputs=("splat_rot_sog",), best_effort=True),
     Step("previews", step_previews, "preview_top.jpg and preview_angle.jpg (best effort)",
          inputs=("splat_rot_ply",), outputs=("preview_top", "preview_angle"), best_effort=True),
-    Step("video", step_video, f"preview.mp4, an orbit at {VIDEO_ELEVATION_DEG:g}° elevation (best effort)",
+    Step("video", step_video, f"preview.mp4, an orbit at {ELEVATION_DEG:g}° elevation from the ¾ view's corner (best effort)",
          inputs=("splat_rot_ply",), outputs=("preview_video",), best_effort=True),
 )
 STEP_NAMES = tuple(s.name for s in STEPS)

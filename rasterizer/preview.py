@@ -370,7 +370,7 @@ def write_previews(plan: PreviewPlan, out_dir, prepared: Prepared | None = None,
     """Render and write ``preview_<view>.<fmt>`` for each view; each view independent of the others.
 
     ``prepared`` (a :class:`Prepared`, or anything with its ``render``) must hold ``plan.scene``, the
-XX ``timings``, when given,
+    scene after the cut (it is uploaded once and shared with the orbit video). ``timings``, when given,
     receives the seconds of each step per view (``{"top": {"render": …, "downscale": …, "overlay": …,
     "encode": …}, …}``). Raises :class:`PreviewError` after trying every view if any failed.
     """
