@@ -377,7 +377,7 @@ def preview_stages(ply: str, up: str, size=(1280, 720)) -> dict:
 
 def preview_report(ply: Path, up: str, label: str, out=print) -> None:
     """Whole ``python -m rasterizer preview`` processes on the GPU (and the CPU) for one PLY."""
-    base = [sys.executable, "-m", "rasterizer", "preview", str(ply), "--up", up]
+    base = [sys.executable, "-m", "rasterizer", "preview", str(ply), f"--up={up}"]
     with tempfile.TemporaryDirectory() as tmp:
         runs = {}
         for backend in ("gpu", "gpu", "cpu", "cpu"):       # the second of each: caches warm
@@ -390,7 +390,7 @@ def preview_report(ply: Path, up: str, label: str, out=print) -> None:
         f"target), peak RSS {r2:.0f} MiB; cpu {c1:.2f} s first, {c2:.2f} s next, peak RSS {rc:.0f} MiB; "
         f"gpu/cpu {g2 / c2:.2f}")
     out(f"#   imports (gpu process): {_import_times(err)}")
-    r = subprocess.run([sys.executable, "-m", "bench.gpu", "--preview-stages", str(ply), "--up", up], cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "bench.gpu", "--preview-stages", str(ply), f"--up={up}"], cwd=REPO,
                        capture_output=True, text=True)
     if r.returncode != 0:
         out(f"#   step breakdown failed: {r.stderr.strip()[-300:]}")

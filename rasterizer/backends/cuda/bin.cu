@@ -12,7 +12,8 @@ extern "C" __global__ void gather_counts_kernel(const int n, const long long* __
 }
 
 constexpr int BLOCK = TILE * TILE;
-constexpr int SMALL = 32;               // Gaussians reaching more tiles are listed by a whole block
+constexpr int SMALL = 32;               // Gaussians reaching more tiles than this, or spanning more
+constexpr int SMALL_ROWS = 16;          // tile rows than this, are listed by a whole block
 
 // Exclusive prefix sum of v over the block (BLOCK threads); *total gets the sum. Uses s_warp[32].
 __device__ __forceinline__ int block_exclusive_scan(const int v, int* s_warp, int* total)
@@ -67,9 +68,10 @@ __device__ __forceinline__ void reach_of(Reach& q, const int g, const float4* __
 }
 
 // One thread per depth rank r in [first, last): pairs are written in depth order, consecutive
-// threads writing consecutive pairs. A Gaussian reaching at most SMALL tiles is written by its own
-// thread; the larger ones (near the camera, some reach every tile) are queued in big[] for
-// duplicate_big_kernel, so that no thread walks a long list alone. Key: unsigned short for up to
+// threads writing consecutive pairs. A Gaussian reaching at most SMALL tiles over at most SMALL_ROWS
+// tile rows is written by its own thread; the larger ones (near the camera, some reach every tile;
+// long thin ones cross many rows) are queued in big[] for duplicate_big_kernel, so that no thread
+// walks a long list alone. Key: unsigned short for up to
 // 65536 tiles, unsigned int above (instantiated by gpu_cupy).
 template <typename Key>
 __global__ void duplicate_kernel(const int first, const int last, const long long* __restrict__ order,
@@ -81,18 +83,19 @@ __global__ void duplicate_kernel(const int first, const int last, const long lon
     const int r = first + blockIdx.x * blockDim.x + threadIdx.x;
     const int g = r < last ? (int)order[r] : 0;
     const int cnt = r < last ? counts[g] : 0;
-    // queue the large ones, one atomic per warp
-    const unsigned int large = __ballot_sync(0xffffffffu, cnt > SMALL);
-    if (large) {
-        const int lane = threadIdx.x & 31;
-        int slot = 0;
-        if (lane == __ffs(large) - 1) slot = atomicAdd(n_big, __popc(large));
-        slot = __shfl_sync(0xffffffffu, slot, __ffs(large) - 1) + __popc(large & ((1u << lane) - 1u));
-        if (cnt > SMALL) big[slot] = r;
-    }
-    if (cnt == 0 || cnt > SMALL) return;
     Reach q;
-    reach_of(q, g, geo, con, rchs, radii, tiles_x, tiles_y);
+    if (cnt > 0) reach_of(q, g, geo, con, rchs, radii, tiles_x, tiles_y);
+    const bool large = cnt > SMALL || (cnt > 0 && q.y1 - q.y0 > SMALL_ROWS);
+    // queue the large ones, one atomic per warp
+    const unsigned int queued = __ballot_sync(0xffffffffu, large);
+    if (queued) {
+        const int lane = threadIdx.x & 31, leader = __ffs(queued) - 1;
+        int slot = 0;
+        if (lane == leader) slot = atomicAdd(n_big, __popc(queued));
+        slot = __shfl_sync(0xffffffffu, slot, leader) + __popc(queued & ((1u << lane) - 1u));
+        if (large) big[slot] = r;
+    }
+    if (cnt == 0 || large) return;
     const long long end = ends[r] - base;
     write_pairs(q, g, end - cnt, end, H, tiles_x, keys, gids);
 }

@@ -2,8 +2,9 @@
 // at ((w % WARPS_X) WARP_W, (w / WARPS_X) WARP_H). A batch of TILE^2 Gaussians is staged in shared
 // memory with, per Gaussian, the mask of the warps whose pixels its ellipse
 // sigma <= ln(opacity / ALPHA_MIN) (+ margins) can reach, found band by band like row_span in
-// reach.cuh; each warp then walks only its own entries, in order. The whole tile leaves as soon as
-// every pixel is saturated (__syncthreads_count). Per pixel the arithmetic is gsplat 1.4.0's
+// reach.cuh; each warp then walks only its own entries, in order, reading the next entry from
+// shared memory while it blends the current one. The whole tile leaves as soon as every pixel is
+// saturated (__syncthreads_count). Per pixel the arithmetic is gsplat 1.4.0's
 // rasterize_to_pixels_fwd, in its order (__expf like gsplat). Everything a warp skips is something
 // the per-pixel rule (sigma < 0 or alpha < ALPHA_MIN) would have skipped.
 // first/last: this chunk is the first (start from T = 1) / last (write the image) of the view.
@@ -108,21 +109,24 @@ extern "C" __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS) blend_kernel(con
                 n_mine += __popc(ballot);
             }
             __syncwarp();
-            if (!done) {
+            if (!done && n_mine > 0) {
+                int j = s_list[warp][0];                   // entry k, while entry k + 1 is read
+                float4 p = s_geo[j], q = s_con[j];
                 for (int k = 0; k < n_mine; ++k) {
-                    const int j = s_list[warp][k];
-                    const float4 p = s_geo[j];
-                    const float4 q = s_con[j];
+                    const int jn = s_list[warp][min(k + 1, n_mine - 1)];
+                    const float4 pn = s_geo[jn], qn = s_con[jn];
                     const float dx = p.x - fx, dy = p.y - fy;
                     const float sigma = 0.5f * (q.x * dx * dx + q.z * dy * dy) + q.y * dx * dy;
                     const float alpha = fminf(ALPHA_MAX, q.w * __expf(-sigma));
-                    if (sigma < 0.f || alpha < ALPHA_MIN) continue;
-                    const float next_T = T * (1.f - alpha);
-                    if (next_T <= T_MIN) { done = true; break; }
-                    const float w = alpha * T;
-                    const float4 col = s_rgb[j];
-                    c0 += col.x * w; c1 += col.y * w; c2 += col.z * w;
-                    T = next_T;
+                    if (!(sigma < 0.f || alpha < ALPHA_MIN)) {
+                        const float next_T = T * (1.f - alpha);
+                        if (next_T <= T_MIN) { done = true; break; }
+                        const float w = alpha * T;
+                        const float4 col = s_rgb[j];
+                        c0 += col.x * w; c1 += col.y * w; c2 += col.z * w;
+                        T = next_T;
+                    }
+                    j = jn; p = pn; q = qn;
                 }
             }
         }
