@@ -10,8 +10,8 @@ render the same cases live with gsplat and check the stored references and our b
 """
 from __future__ import annotations
 
+import importlib.util
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -23,8 +23,11 @@ from rasterizer.camera import Camera
 from rasterizer.render import Image, Prepared
 
 GOLDEN = REPO / "golden" / "gsplat"
-sys.path.insert(0, str(GOLDEN))
-from regenerate import camera_from_record, fingerprint, from_u16  # noqa: E402
+# the regeneration script, by path: golden/regenerate.py (the NumPy goldens') has the same module name
+_spec = importlib.util.spec_from_file_location("gsplat_regenerate", GOLDEN / "regenerate.py")
+_regen = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_regen)
+camera_from_record, fingerprint, from_u16 = _regen.camera_from_record, _regen.fingerprint, _regen.from_u16
 
 CASES = json.loads((GOLDEN / "cases.json").read_text())
 GPU = pytest.param("gpu", marks=[pytest.mark.gpu, pytest.mark.skipif(
