@@ -1,85 +1,89 @@
 """Where a GPU frame's time goes: per stage and inside bin_tiles, host time and device time.
 
-python -m bench.gpu_profile  (needs CuPy, a device and the real scenes)
+python -m bench.gpu_profile [--only NAME] [--view angle|top|inside]  (CuPy, a device, the real scenes)
+
+For Nsight Compute, run it under ``ncu`` with ``--frames 0`` (one untimed frame per case).
 """
+from __future__ import annotations
+
+import argparse
+
 import cupy as cp
 import numpy as np
 from cupyx.profiler import benchmark
 
 from rasterizer import stages
 from rasterizer.backends import gpu_cupy as be
-from rasterizer.preview import preview_cameras
 from rasterizer.render import Prepared
-from rasterizer.scene import load_scene
 
-from .scenes import BIG_SCENE, SH3_SCENE, find_scene, tile_scene
+from .gpu import VIEWS, bench_cameras, bench_scenes
+from .scenes import scenes_dir
 
 
 def show(label, r):
     cpu = np.median(r.cpu_times) * 1e3
     gpu = np.median(r.gpu_times[0]) * 1e3
-    print(f"  {label:28s} host {cpu:7.3f} ms   device {gpu:7.3f} ms")
+    print(f"  {label:30s} host {cpu:7.3f} ms   device {gpu:7.3f} ms")
 
 
-def profile(name, scene, up, size=(1920, 1080), view="angle"):
+def profile(name, scene, up, anchor, view, size=(1920, 1080), repeat=30):
     prep = Prepared(scene, "gpu")
     g = prep.gaussians
-    cam = preview_cameras(scene, up=up, size=size)[view]
-    p = be.project(g, cam)
-    colors = be.sh_colors(g, cam)
+    cam = bench_cameras(scene, up, size, anchor)[view]
+    p, colors = be.project_and_color(g, cam)
     bins = be.bin_tiles(p, cam)
     tiles_x, tiles_y = stages.tile_grid(cam)
-    radii = p.radii
     n = len(g)
-    # gsplat's pair count: the whole radius rectangle
-    mx, my = p.geo[:, 0], p.geo[:, 1]
-    r = radii.astype(cp.float32) / 16
-    x0 = cp.clip(cp.floor(mx / 16 - r), 0, tiles_x); x1 = cp.clip(cp.ceil(mx / 16 + r), 0, tiles_x)
-    y0 = cp.clip(cp.floor(my / 16 - r), 0, tiles_y); y1 = cp.clip(cp.ceil(my / 16 + r), 0, tiles_y)
-    full = int(cp.where(radii > 0, (x1 - x0) * (y1 - y0), 0).sum())
+    square = stages.Projection(cp.asnumpy(p.means2d), None, None, cp.asnumpy(p.radii))
+    full = int(stages.tile_rects(square, tiles_x, tiles_y)[4].sum())
     ours = int(p.counts.sum())
-    print(f"{name} {size[0]}x{size[1]} {view}: N {n}, visible {int((radii > 0).sum())}, reaching "
-          f"{int((p.counts > 0).sum())}, pairs {ours} (gsplat's rectangles: {full}, {ours / max(full, 1):.2f})")
-    def frame():
-        pp = be.project(g, cam)
-        return be.blend(pp, be.sh_colors(g, cam), g.opacities, be.bin_tiles(pp, cam), cam, (0, 0, 0))
-    show("whole frame", benchmark(frame, n_repeat=30, n_warmup=3))
-    show("project", benchmark(be.project, (g, cam), n_repeat=30, n_warmup=3))
-    show("bin_tiles", benchmark(be.bin_tiles, (p, cam), n_repeat=30, n_warmup=3))
-    show("blend", benchmark(be.blend, (p, colors, g.opacities, bins, cam, (0, 0, 0)), n_repeat=30, n_warmup=3))
+    offsets = cp.asnumpy(bins.offsets)
+    lengths = np.diff(offsets)
+    print(f"{name} {size[0]}x{size[1]} {view}: N {n}, visible {int((p.radii > 0).sum())}, reaching "
+          f"{int((p.counts > 0).sum())}, pairs {ours} (gsplat's squares: {full}, {ours / max(full, 1):.2f}), "
+          f"chunks {len(bins.chunks)}, tile list length mean {lengths.mean():.0f} max {lengths.max()}")
+    if repeat == 0:                      # one frame only (under ncu)
+        prep.frame(cam)
+        cp.cuda.Device().synchronize()
+        return
+    bench = dict(n_repeat=repeat, n_warmup=3)
+    show("whole frame", benchmark(prep.frame, (cam,), **bench))
+    show("project_and_color", benchmark(be.project_and_color, (g, cam), **bench))
+    show("bin_tiles", benchmark(be.bin_tiles, (p, cam), **bench))
+    show("blend", benchmark(be.blend, (p, colors, g.opacities, bins, cam, (0, 0, 0)), **bench))
+    if len(bins.chunks) > 1:
+        return
     order = cp.argsort(p.depth_keys)
-    show("  depth argsort", benchmark(cp.argsort, (p.depth_keys,), n_repeat=30, n_warmup=3))
+    show("  depth argsort", benchmark(cp.argsort, (p.depth_keys,), **bench))
     sc = cp.empty(n, np.int64)
     show("  gather counts", benchmark(lambda: be._kernel("gather_counts_kernel")(
-        be._grid(n), (256,), (np.int32(n), order, p.counts, sc)), n_repeat=30, n_warmup=3))
-    show("  cumsum", benchmark(cp.cumsum, (sc,), n_repeat=30, n_warmup=3))
+        be._grid(n), (be.BLOCK,), (np.int32(n), order, p.counts, sc)), **bench))
+    show("  cumsum", benchmark(cp.cumsum, (sc,), **bench))
     ends = cp.cumsum(sc)
-    show("  read total", benchmark(lambda: int(ends[-1]), n_repeat=30, n_warmup=3))
-    total = int(ends[-1])
-    show("  bins_for (dup+sort+ranges)", benchmark(be._bins_for, (p, order, ends, 0, n, 0, total, tiles_x, tiles_y,
-                                                                   cam.height), n_repeat=30, n_warmup=3))
-    keys = cp.empty(total, np.uint16)
-    gids = cp.empty(total, np.int32)
-    show("  duplicate", benchmark(lambda: be._kernel("duplicate16_kernel")(be._grid(n), (256,), (
-        np.int32(0), np.int32(n), order, ends, np.int64(0), p.counts, p.geo, p.con, p.rch, p.radii,
-        np.int32(tiles_x), np.int32(tiles_y), np.int32(cam.height), keys, gids)), n_repeat=30, n_warmup=3))
-    show("  tile argsort", benchmark(cp.argsort, (keys,), n_repeat=30, n_warmup=3))
-    sorted16 = cp.sort(keys)
-    show("  tile sort keys only", benchmark(cp.sort, (keys,), n_repeat=30, n_warmup=3))
-    del sorted16
+    show("  read total", benchmark(lambda: int(ends[-1]), **bench))
+    show("  bins_for (dup+sort+ranges)", benchmark(be._bins_for, (p, order, ends, 0, n, 0, ours, tiles_x, tiles_y,
+                                                                   cam.height), **bench))
+    keys = cp.empty(ours, np.uint16)
+    gids = cp.empty(ours, np.int32)
+    show("  duplicate", benchmark(be._duplicate, (p, order, ends, 0, n, 0, keys, gids, tiles_x, tiles_y, cam.height),
+                                  **bench))
+    show("  tile argsort", benchmark(cp.argsort, (keys,), **bench))
 
 
-def main():
-    if find_scene(BIG_SCENE) is None or find_scene(SH3_SCENE) is None:
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench.gpu_profile", description=__doc__.splitlines()[0])
+    ap.add_argument("--only", help="only the scenes whose name contains this")
+    ap.add_argument("--view", action="append", choices=VIEWS, help="views (default all)")
+    ap.add_argument("--frames", type=int, default=30, help="timed repeats (0: one untimed frame, for ncu)")
+    args = ap.parse_args(argv)
+    d = scenes_dir()
+    if d is None:
         raise SystemExit("the real scenes are needed: set SPLATTER_SCENES")
-    base = load_scene(find_scene(BIG_SCENE))
-    train = load_scene(find_scene(SH3_SCENE))
-    profile("train-1000", train, "y")
-    profile("tiled-1M playbot", tile_scene(base, 1_000_000), "-y")
-    s3 = tile_scene(base, 3_000_000)
-    profile("tiled-3M playbot", s3, "-y")
-    profile("tiled-3M playbot", s3, "-y", view="top")
-    profile("tiled-1M train SH3", tile_scene(train, 1_000_000), "y")
+    for name, (scene, up, anchor) in bench_scenes(d).items():
+        if args.only and args.only not in name:
+            continue
+        for view in args.view or VIEWS:
+            profile(name, scene, up, anchor, view, repeat=args.frames)
 
 
 if __name__ == "__main__":

@@ -30,13 +30,15 @@ class Prepared:
         self.gaussians = self.backend.upload(scene)
         self.n = len(scene)
 
-    def render(self, camera: Camera, background=(0.0, 0.0, 0.0)) -> Image:
+    def frame(self, camera: Camera, background=(0.0, 0.0, 0.0)):
+        """One view as the backend's own (rgb, alpha) arrays, on its device (not downloaded)."""
         be, g = self.backend, self.gaussians
-        proj = be.project(g, camera)
-        colors = be.sh_colors(g, camera)
+        proj, colors = be.project_and_color(g, camera)
         bins = be.bin_tiles(proj, camera)
-        rgb, alpha = be.blend(proj, colors, g.opacities, bins, camera, _background(background))
-        return Image(*be.download(rgb, alpha))
+        return be.blend(proj, colors, g.opacities, bins, camera, _background(background))
+
+    def render(self, camera: Camera, background=(0.0, 0.0, 0.0)) -> Image:
+        return Image(*self.backend.download(*self.frame(camera, background)))
 
 
 def _background(bg) -> tuple[float, float, float]:

@@ -26,9 +26,14 @@ from .sh import sh_basis
 
 log = logging.getLogger(__name__)
 f32 = np.float32
-TILE = 16
-NEAR, FAR = 0.01, 1e10
+# The constants of rendering.md, defined here once. The numba backend imports them and the CUDA
+# kernels receive them as compile-time defines (``rasterizer.backends.cuda.defines``).
+TILE = 16                         # tile side in pixels
+NEAR, FAR = 0.01, 1e10            # camera-space z outside [NEAR, FAR] is culled
+FRUSTUM_CLAMP = 0.3               # the perspective Jacobian's position is clamped to (1 + this) x the frustum
 EPS2D = 0.3                       # low-pass added to the 2D covariance ("classic": opacity unchanged)
+LAMBDA_MIN = 0.01                 # floor of b^2 - det under the square root of the larger eigenvalue
+RADIUS_SIGMAS = 3.0               # pixel radius = ceil(RADIUS_SIGMAS * sqrt(larger eigenvalue))
 ALPHA_MIN = 1.0 / 255.0           # weaker contributions are skipped
 ALPHA_MAX = 0.999
 T_MIN = 1e-4                      # a pixel stops before the Gaussian that would take T to or below this
@@ -127,8 +132,9 @@ def project(g: Gaussians, camera: Camera) -> Projection:
     else:
         # Jacobian of the perspective map at a position clamped to 1.3x the frustum.
         tan_fovx, tan_fovy = f32(0.5) * f32(W) / fx, f32(0.5) * f32(H) / fy
-        lim_x_pos, lim_x_neg = (f32(W) - cx) / fx + f32(0.3) * tan_fovx, cx / fx + f32(0.3) * tan_fovx
-        lim_y_pos, lim_y_neg = (f32(H) - cy) / fy + f32(0.3) * tan_fovy, cy / fy + f32(0.3) * tan_fovy
+        clamp = f32(FRUSTUM_CLAMP)
+        lim_x_pos, lim_x_neg = (f32(W) - cx) / fx + clamp * tan_fovx, cx / fx + clamp * tan_fovx
+        lim_y_pos, lim_y_neg = (f32(H) - cy) / fy + clamp * tan_fovy, cy / fy + clamp * tan_fovy
         rz = f32(1) / z
         tx = z * np.clip(x * rz, -lim_x_neg, lim_x_pos)
         ty = z * np.clip(y * rz, -lim_y_neg, lim_y_pos)
@@ -146,8 +152,8 @@ def project(g: Gaussians, camera: Camera) -> Projection:
     conics = np.stack([c * inv_det, -b * inv_det, a * inv_det], -1)
 
     mid = f32(0.5) * (a + c)
-    lam = mid + np.sqrt(np.maximum(f32(0.01), mid * mid - det))
-    radius = np.ceil(f32(3) * np.sqrt(lam))
+    lam = mid + np.sqrt(np.maximum(f32(LAMBDA_MIN), mid * mid - det))
+    radius = np.ceil(f32(RADIUS_SIGMAS) * np.sqrt(lam))
     ok &= radius > 0
     ok &= (mx + radius > 0) & (mx - radius < W) & (my + radius > 0) & (my - radius < H)
     radii = np.where(ok, radius, 0).astype(np.int32)

@@ -1,6 +1,9 @@
 """Backend registry. A backend is a module offering the stage functions of
 :mod:`rasterizer.stages` (``project``, ``sh_colors``, ``bin_tiles``, ``blend``) plus
-``upload(scene) -> Gaussians`` and ``download(rgb, alpha) -> (np.ndarray, np.ndarray)``.
+``upload(scene) -> Gaussians``, ``project_and_color(g, camera) -> (Projection, colors)`` (stages 2
+and 3 for one camera, which :mod:`rasterizer.render` calls; the GPU fuses them into one kernel) and
+``download(rgb, alpha) -> (np.ndarray, np.ndarray)``. Only the chosen backend's module is imported:
+the GPU path never imports numba, the CPU paths never import CuPy unless asked whether a GPU exists.
 """
 from __future__ import annotations
 

@@ -22,7 +22,8 @@ from ..stages import Gaussians, Projection, TileBins
 f32 = np.float32
 _TILE = stages.TILE
 _NEAR, _FAR = f32(stages.NEAR), f32(stages.FAR)
-_EPS2D = f32(stages.EPS2D)
+_EPS2D, _CLAMP = f32(stages.EPS2D), f32(stages.FRUSTUM_CLAMP)
+_LAMBDA_MIN, _RADIUS_SIGMAS = f32(stages.LAMBDA_MIN), f32(stages.RADIUS_SIGMAS)
 _ALPHA_MIN, _ALPHA_MAX, _T_MIN = f32(stages.ALPHA_MIN), f32(stages.ALPHA_MAX), f32(stages.T_MIN)
 _C0, _C1 = f32(C0), f32(C1)                # the SH constants of rendering.md, from one place
 _C2, _C3 = np.array(C2, np.float32), np.array(C3, np.float32)
@@ -42,10 +43,10 @@ def download(rgb, alpha):
 def _project(means, quats, scales, R, tv, fx, fy, cx, cy, W, H, ortho, means2d, conics, depths, radii):
     tan_fovx = _HALF * f32(W) / fx
     tan_fovy = _HALF * f32(H) / fy
-    lim_x_pos = (f32(W) - cx) / fx + f32(0.3) * tan_fovx
-    lim_x_neg = cx / fx + f32(0.3) * tan_fovx
-    lim_y_pos = (f32(H) - cy) / fy + f32(0.3) * tan_fovy
-    lim_y_neg = cy / fy + f32(0.3) * tan_fovy
+    lim_x_pos = (f32(W) - cx) / fx + _CLAMP * tan_fovx
+    lim_x_neg = cx / fx + _CLAMP * tan_fovx
+    lim_y_pos = (f32(H) - cy) / fy + _CLAMP * tan_fovy
+    lim_y_neg = cy / fy + _CLAMP * tan_fovy
     for i in prange(means.shape[0]):
         radii[i] = 0
         px, py, pz = means[i, 0], means[i, 1], means[i, 2]
@@ -112,8 +113,8 @@ def _project(means, quats, scales, R, tv, fx, fy, cx, cy, W, H, ortho, means2d, 
             continue
         inv_det = _ONE / det
         mid = _HALF * (a + c)
-        lam = mid + math.sqrt(max(f32(0.01), mid * mid - det))
-        radius = math.ceil(_THREE * math.sqrt(lam))
+        lam = mid + math.sqrt(max(_LAMBDA_MIN, mid * mid - det))
+        radius = math.ceil(_RADIUS_SIGMAS * math.sqrt(lam))
         if radius <= 0 or mx + radius <= 0 or mx - radius >= W or my + radius <= 0 or my - radius >= H:
             continue
         means2d[i, 0], means2d[i, 1] = mx, my
@@ -167,6 +168,11 @@ def sh_colors(g: Gaussians, camera: Camera) -> np.ndarray:
     out = np.empty((len(g), 3), f32)
     _sh_colors(g.means, g.sh, g.sh_degree, camera.center.astype(f32), out)
     return out
+
+
+def project_and_color(g: Gaussians, camera: Camera) -> tuple[Projection, np.ndarray]:
+    """Stages 2 and 3 for one camera, one after the other."""
+    return project(g, camera), sh_colors(g, camera)
 
 
 # --------------------------------------------------------------------------- bin

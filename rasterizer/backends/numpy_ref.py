@@ -3,5 +3,10 @@ from ..stages import bin_tiles, blend, project, sh_colors  # noqa: F401  (the ba
 from ..stages import activate as upload  # noqa: F401
 
 
+def project_and_color(g, camera):
+    """Stages 2 and 3 for one camera, one after the other."""
+    return project(g, camera), sh_colors(g, camera)
+
+
 def download(rgb, alpha):
     return rgb, alpha

@@ -1,0 +1,168 @@
+// Stage 4: binning. Gather tile counts into depth order; write one (tile, Gaussian) pair per tile a
+// Gaussian reaches (reach.cuh), Gaussians in depth order; after the stable sort on the tile id, find
+// each tile's range and the Gaussian ids in tile order. Sorting by depth first, then stably by tile,
+// gives exactly the order of gsplat's 64-bit tile << 32 | depth sort.
+#include "reach.cuh"
+
+extern "C" __global__ void gather_counts_kernel(const int n, const long long* __restrict__ order,
+    const int* __restrict__ counts, long long* __restrict__ sorted_counts)
+{
+    const int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r < n) sorted_counts[r] = (long long)counts[order[r]];
+}
+
+constexpr int BLOCK = TILE * TILE;
+constexpr int SMALL = 32;               // Gaussians reaching more tiles than this, or spanning more
+constexpr int SMALL_ROWS = 16;          // tile rows than this, are listed by a whole block
+
+// Exclusive prefix sum of v over the block (BLOCK threads); *total gets the sum. Uses s_warp[32].
+__device__ __forceinline__ int block_exclusive_scan(const int v, int* s_warp, int* total)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int x = v;
+    #pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+        const int y = __shfl_up_sync(0xffffffffu, x, d);
+        if (lane >= d) x += y;
+    }
+    if (lane == 31) s_warp[warp] = x;
+    __syncthreads();
+    if (warp == 0) {
+        int w = lane < BLOCK / 32 ? s_warp[lane] : 0;
+        #pragma unroll
+        for (int d = 1; d < 32; d <<= 1) {
+            const int y = __shfl_up_sync(0xffffffffu, w, d);
+            if (lane >= d) w += y;
+        }
+        if (lane < BLOCK / 32) s_warp[lane] = w;            // inclusive sums of the warps
+    }
+    __syncthreads();
+    const int before = (warp ? s_warp[warp - 1] : 0) + x - v;
+    *total = s_warp[BLOCK / 32 - 1];
+    __syncthreads();                                        // s_warp is reused by the next call
+    return before;
+}
+
+// The pairs of one Gaussian, written in its order (tile rows top to bottom, tiles left to right).
+template <typename Key>
+__device__ __forceinline__ void write_pairs(const Reach& q, const int g, long long k, const long long end, const int H,
+    const int tiles_x, Key* __restrict__ keys, int* __restrict__ gids)
+{
+    for (int ty = q.y0; ty < q.y1; ++ty) {
+        int lo, hi;
+        row_span(q, ty, H, lo, hi);
+        for (int tx = lo; tx < hi && k < end; ++tx, ++k) {
+            keys[k] = (Key)(ty * tiles_x + tx);
+            gids[k] = g;
+        }
+    }
+}
+
+__device__ __forceinline__ void reach_of(Reach& q, const int g, const float4* __restrict__ geo,
+    const float4* __restrict__ con, const float4* __restrict__ rchs, const int* __restrict__ radii, const int tiles_x,
+    const int tiles_y)
+{
+    const float4 p = geo[g], cq = con[g];
+    tile_rect(q, p.x, p.y, radii[g], tiles_x, tiles_y);
+    set_reach(q, cq.y, cq.z, rchs[g]);
+}
+
+// One thread per depth rank r in [first, last): pairs are written in depth order, consecutive
+// threads writing consecutive pairs. A Gaussian reaching at most SMALL tiles over at most SMALL_ROWS
+// tile rows is written by its own thread; the larger ones (near the camera, some reach every tile;
+// long thin ones cross many rows) are queued in big[] for duplicate_big_kernel, so that no thread
+// walks a long list alone. Key: unsigned short for up to
+// 65536 tiles, unsigned int above (instantiated by gpu_cupy).
+template <typename Key>
+__global__ void duplicate_kernel(const int first, const int last, const long long* __restrict__ order,
+    const long long* __restrict__ ends, const long long base, const int* __restrict__ counts,
+    const float4* __restrict__ geo, const float4* __restrict__ con, const float4* __restrict__ rchs,
+    const int* __restrict__ radii, const int tiles_x, const int tiles_y, const int H, Key* __restrict__ keys,
+    int* __restrict__ gids, int* __restrict__ big, int* __restrict__ n_big)
+{
+    const int r = first + blockIdx.x * blockDim.x + threadIdx.x;
+    const int g = r < last ? (int)order[r] : 0;
+    const int cnt = r < last ? counts[g] : 0;
+    Reach q;
+    if (cnt > 0) reach_of(q, g, geo, con, rchs, radii, tiles_x, tiles_y);
+    const bool large = cnt > SMALL || (cnt > 0 && q.y1 - q.y0 > SMALL_ROWS);
+    // queue the large ones, one atomic per warp
+    const unsigned int queued = __ballot_sync(0xffffffffu, large);
+    if (queued) {
+        const int lane = threadIdx.x & 31, leader = __ffs(queued) - 1;
+        int slot = 0;
+        if (lane == leader) slot = atomicAdd(n_big, __popc(queued));
+        slot = __shfl_sync(0xffffffffu, slot, leader) + __popc(queued & ((1u << lane) - 1u));
+        if (large) big[slot] = r;
+    }
+    if (cnt == 0 || large) return;
+    const long long end = ends[r] - base;
+    write_pairs(q, g, end - cnt, end, H, tiles_x, keys, gids);
+}
+
+// The queued large Gaussians, one at a time per block: the block finds the tile span of up to
+// BLOCK rows at once, places the rows with a block-wide scan and writes the pairs with
+// consecutive threads on consecutive pairs.
+template <typename Key>
+__global__ void __launch_bounds__(BLOCK) duplicate_big_kernel(const long long* __restrict__ order,
+    const long long* __restrict__ ends, const long long base, const int* __restrict__ counts,
+    const float4* __restrict__ geo, const float4* __restrict__ con, const float4* __restrict__ rchs,
+    const int* __restrict__ radii, const int tiles_x, const int tiles_y, const int H, Key* __restrict__ keys,
+    int* __restrict__ gids, const int* __restrict__ big, const int* __restrict__ n_big)
+{
+    __shared__ int s_row_lo[BLOCK], s_row_off[BLOCK];
+    __shared__ int s_warp[32];
+    const int tid = threadIdx.x, n = *n_big;
+    for (int b = blockIdx.x; b < n; b += gridDim.x) {
+        const int r = big[b], g = (int)order[r];
+        const long long end = ends[r] - base;
+        long long k0 = end - counts[g];
+        Reach q;
+        reach_of(q, g, geo, con, rchs, radii, tiles_x, tiles_y);
+        for (int ty0 = q.y0; ty0 < q.y1; ty0 += BLOCK) {
+            int lo = 0, hi = 0;
+            if (ty0 + tid < q.y1) row_span(q, ty0 + tid, H, lo, hi);
+            int total;
+            const int off = block_exclusive_scan(hi - lo, s_warp, &total);
+            s_row_lo[tid] = lo;
+            s_row_off[tid] = off;
+            __syncthreads();
+            const int rows = min(BLOCK, q.y1 - ty0);
+            for (int j = tid; j < total; j += BLOCK) {
+                int a = 0, z = rows - 1;                       // the row holding pair j: the last with off <= j
+                while (a < z) {
+                    const int m = (a + z + 1) >> 1;
+                    if (s_row_off[m] <= j) a = m; else z = m - 1;
+                }
+                const long long k = k0 + j;
+                if (k < end) {
+                    keys[k] = (Key)((ty0 + a) * tiles_x + s_row_lo[a] + (j - s_row_off[a]));
+                    gids[k] = g;
+                }
+            }
+            k0 += total;
+            __syncthreads();                                   // before the next rows overwrite shared
+        }
+    }
+}
+
+// offsets[t] = first index whose tile is >= t (offsets has n_tiles + 1 entries; m >= 1)
+template <typename Key>
+__global__ void ranges_kernel(const int m, const int n_tiles, const Key* __restrict__ keys,
+    const long long* __restrict__ perm, int* __restrict__ offsets)
+{
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= m) return;
+    const int t = (int)keys[perm[i]];
+    const int prev = i == 0 ? -1 : (int)keys[perm[i - 1]];
+    for (int u = prev + 1; u <= t; ++u) offsets[u] = i;
+    if (i == m - 1)
+        for (int u = t + 1; u <= n_tiles; ++u) offsets[u] = m;
+}
+
+extern "C" __global__ void permute_ids_kernel(const int m, const long long* __restrict__ perm,
+    const int* __restrict__ gids, int* __restrict__ out)
+{
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < m) out[i] = gids[perm[i]];
+}
