@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from bench.scenes import BIG_SCENE
-from conftest import REPO, psnr, scene_path
+from conftest import REPO, assert_images_agree, scene_path
 from rasterizer.backends import available, gpu_unavailable_reason
 from rasterizer.camera import Camera
 from rasterizer.render import Image, Prepared
@@ -35,21 +35,8 @@ GPU = pytest.param("gpu", marks=[pytest.mark.gpu, pytest.mark.skipif(
 BACKENDS = ["numpy", "cpu", GPU]
 REGENERATE = "python golden/gsplat/regenerate.py (--only demo) on a GPU machine with gsplat 1.4.0"
 
-# One Gaussian whose alpha lands within float rounding of 1/255 at a pixel can be kept by one
-# renderer and skipped by the other (gsplat's __expf against NumPy's exp): the alphas then differ by
-# that Gaussian's alpha times T, a hair over 1/255 where T = 1. The slack admits that one flip.
-ALPHA_SLACK = 1e-6
-
 _scenes: dict = {}
 _prepared: dict = {}
-
-
-def assert_agrees_with_gsplat(img: Image, ref: Image, what: str) -> None:
-    """The contract's bar: PSNR >= 50 dB on 8-bit RGB, alpha within 1/255 (+ ALPHA_SLACK)."""
-    p = psnr(img.rgb, ref.rgb)
-    da = float(np.abs(img.alpha - ref.alpha).max())
-    assert p >= 50.0, f"{what}: PSNR {p:.2f} dB < 50"
-    assert da <= 1.0 / 255.0 + ALPHA_SLACK, f"{what}: alpha differs by {da:.6f} > 1/255"
 
 
 def scene_of(name: str):
@@ -105,7 +92,7 @@ def test_references_are_there_and_cover_the_contract():
 def test_backend_matches_gsplat(case, backend):
     rec = CASES[case]
     img = prepared(rec["scene"], backend).render(camera_from_record(rec["camera"]), rec["background"])
-    assert_agrees_with_gsplat(img, reference(case), what=f"{backend} vs gsplat 1.4.0, {case}")
+    assert_images_agree(img, reference(case), what=f"{backend} vs gsplat 1.4.0, {case}")
 
 
 # --------------------------------------------------------------------------- live gsplat (GPU machines)
@@ -156,4 +143,4 @@ def test_live_gsplat_matches_the_stored_references_and_every_backend(live, scene
         rgb, alpha = live(scene, [cam], rec["background"])[0]
         for backend in backends:
             img = prepared(scene_name, backend).render(cam, rec["background"])
-            assert_agrees_with_gsplat(img, Image(rgb, alpha), what=f"{backend} vs live gsplat, {case} at 1280 wide")
+            assert_images_agree(img, Image(rgb, alpha), what=f"{backend} vs live gsplat, {case} at 1280 wide")
