@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -77,10 +78,10 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def parse_size(text: str) -> tuple[int, int]:
     """``WxH`` (e.g. ``1280x720``) → (width, height), within what the renderer will allocate."""
-    parts = str(text).strip().lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and len(p.strip()) <= 9 for p in parts):
+    m = re.fullmatch(r"\s*([0-9]{1,30})\s*[xX]\s*([0-9]{1,30})\s*", str(text))
+    if not m:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT like 1280x720, got {one_line(repr(text))[:60]}")
-    w, h = (int(p) for p in parts)
+    w, h = int(m.group(1)), int(m.group(2))
     problem = image_size_problem(w, h)
     if problem:
         raise argparse.ArgumentTypeError(problem)
@@ -103,7 +104,7 @@ def int_range(lo: int, hi: int):
     """An argparse type: an integer in ``lo..hi``."""
     def parse(text: str) -> int:
         s = str(text).strip()
-        if not (s.lstrip("+-").isdigit() and len(s) <= 12 and lo <= int(s) <= hi):
+        if not (re.fullmatch(r"[+-]?[0-9]{1,12}", s) and lo <= int(s) <= hi):
             raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, got {one_line(repr(text))[:40]}")
         return int(s)
     parse.__name__ = f"integer in {lo}..{hi}"

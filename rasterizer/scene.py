@@ -69,7 +69,8 @@ class Scene:
                      self.sh[index], None if self.normals is None else self.normals[index], self.source)
 
     def sigmoid_opacities(self) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.opacities.astype(np.float64)))
+        with np.errstate(over="ignore"):  # a logit below about -709: exp is inf, the opacity 0
+            return 1.0 / (1.0 + np.exp(-self.opacities.astype(np.float64)))
 
 
 # --------------------------------------------------------------------------- loading
@@ -324,7 +325,7 @@ class _Rows:
             log.warning("%s: dropped %d of %d Gaussians with non-finite values or a zero quaternion",
                         path, dropped, self.n)
             if self.kept == 0:
-                raise SceneError(f"{path}: every Gaussian has non-finite values")
+                raise SceneError(f"{path}: every Gaussian has non-finite values or a zero quaternion")
         a = {name: arr[:self.kept] for name, arr in self.arrays.items()}
         return Scene(a["means"], a["scales"], a["quats"], a["opacities"], a["sh"], a.get("normals"), str(path))
 
