@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,6 +177,8 @@ def look_at_world_to_camera(eye, target, up) -> np.ndarray:
 
 #: a camera path larger than this is refused before parsing (10 000 cameras take about 4 MB)
 CAMERA_PATH_MAX_BYTES = 64 << 20
+#: a camera path nests 5 levels deep (viewer keyframes and crop included)
+CAMERA_PATH_MAX_DEPTH = 64
 #: ``camera_type`` values we render → camera model; nerfstudio's others (fisheye, equirectangular,
 #: omnidirectional, vr180) are refused
 CAMERA_TYPES = {"perspective": PINHOLE, "orthographic": ORTHO}
@@ -247,12 +250,26 @@ def _read_json(path: Path):
         raise SceneError(f"{path}: cannot read the camera path ({one_line(e.strerror or e)})") from None
     if len(raw) > CAMERA_PATH_MAX_BYTES:
         raise SceneError(f"{path}: larger than {CAMERA_PATH_MAX_BYTES >> 20} MiB: not a camera path")
+    # json's C scanner recurses once per level and can overflow the C stack where a library has
+    # raised the recursion limit: deep nesting is refused before parsing
+    if _json_depth(raw) > CAMERA_PATH_MAX_DEPTH:
+        raise SceneError(f"{path}: not a camera path (JSON nested deeper than {CAMERA_PATH_MAX_DEPTH} levels)")
     try:
         return json.loads(raw)
     except RecursionError:
         raise SceneError(f"{path}: not a camera path (JSON nested too deeply)") from None
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, Python's limit on integer digits
         raise SceneError(f"{path}: not a readable JSON camera path ({one_line(e)[:200]})") from None
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+
+
+def _json_depth(raw: bytes) -> int:
+    """The deepest nesting of ``[`` and ``{`` in a JSON text, brackets inside strings not counted."""
+    b = np.frombuffer(_JSON_STRING.sub(b'""', raw), np.uint8)
+    step = (b == ord("[")).astype(np.int64) + (b == ord("{")) - (b == ord("]")) - (b == ord("}"))
+    return int(np.cumsum(step).max(initial=0))
 
 
 def _json_type(v) -> str:

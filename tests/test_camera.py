@@ -237,3 +237,20 @@ def test_file_level_problems(tmp_path):
         f.truncate(CAMERA_PATH_MAX_BYTES + 1)
     with pytest.raises(SceneError, match="larger than"):
         load_camera_path(big)
+
+
+def test_deep_nesting_is_refused_even_with_a_raised_recursion_limit(tmp_path):
+    """json's C scanner recurses per level: with a library's raised recursion limit 100 000 brackets
+    overflowed the C stack (a segfault) instead of raising RecursionError."""
+    import subprocess
+    import sys
+    from conftest import REPO
+    p = tmp_path / "deep.json"
+    p.write_text('{"render_width": 64, "render_height": 48, "camera_path": ' + _deep(100_000) + "}")
+    code = ("import sys; sys.setrecursionlimit(10**6)\n"
+            "from rasterizer.camera import load_camera_path\n"
+            "from rasterizer.errors import SceneError\n"
+            "try:\n    load_camera_path(sys.argv[1])\nexcept SceneError as e:\n    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "nested deeper than 64 levels" in r.stdout
