@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from .camera import load_camera_path
-from .cliargs import ArgumentParser, int_range, nonempty, parse_color, parse_size, print_error, run_command
+from .cliargs import (ArgumentParser, int_range, nonempty, parse_color, parse_size, print_error, raise_if_signalled,
+                      run_command)
 from .errors import SceneError, one_line
 from .imageio import save_image
 from .preview import DEFAULT_BACKGROUND, VIEWS, Bounds, PreviewError, parse_up, robust_bounds, write_previews
@@ -114,7 +115,8 @@ class StagedFolder:
         return self
 
     def commit(self) -> list[Path]:
-        """Move the staged files into place; returns their final paths."""
+        """Move the staged files into place (unless Ctrl-C was seen); returns their final paths."""
+        raise_if_signalled()
         os.chmod(self.path, 0o777 & ~current_umask())  # mkdtemp makes 0700; a folder of outputs gets the usual mode
         names = sorted(p.name for p in self.path.iterdir())
         if self.replace:

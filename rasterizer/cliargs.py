@@ -8,6 +8,7 @@ dump is kept for ``--help``); a failure of the work itself exits 1 with one line
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import re
@@ -147,57 +148,87 @@ class Terminated(BaseException):
     """SIGTERM, raised in the main thread so that cleanup runs as for Ctrl-C."""
 
 
+#: the signal (SIGINT or SIGTERM) received while the current command ran, if any. A signal that
+#: lands while compiled code calls back into Python can come out as another exception (numba
+#: turns it into a SystemError) and be swallowed by code that isolates failures (one preview view
+#: failing must not cost the others): the record survives that.
+_signalled: int | None = None
+
+
+def raise_if_signalled() -> None:
+    """Raise the interruption recorded during this command, if any: call it before committing output."""
+    if _signalled == signal.SIGINT:
+        raise KeyboardInterrupt
+    if _signalled == signal.SIGTERM:
+        raise Terminated
+
+
+def _on_signal(signum, frame):
+    global _signalled
+    _signalled = signum
+    raise_if_signalled()
+
+
+def _catch_signals() -> dict:
+    """Route SIGINT and SIGTERM through :func:`_on_signal` (main thread only); the old handlers."""
+    global _signalled
+    _signalled = None
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
 def run_command(parser: argparse.ArgumentParser, argv=None) -> int:
     """Parse ``argv``, set up logging, run ``args.func(args)`` and turn how it ended into an exit code.
 
     Bad input (:class:`SceneError`, an unusable file or folder) → one line, 2; any other failure →
-    one line, 1 (the traceback with ``-v``); Ctrl-C or SIGTERM → one line, 130 or 143; a reader that
-    closed stdout → quiet, 0. ``args.func`` cleans up after itself (``try``/``finally``).
+    one line, 1 (the traceback with ``-v``); Ctrl-C or SIGTERM → one line, 130 or 143, whatever
+    exception the signal came out as; a reader that closed stdout → quiet, 0. ``args.func`` cleans
+    up after itself (``try``/``finally``) and calls :func:`raise_if_signalled` before committing.
     """
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a bad command line (2, its one line already printed)
-        return e.code if isinstance(e.code, int) else EXIT_BAD_INPUT
+        return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_BAD_INPUT)
     setup_logging(getattr(args, "verbose", False))
-    previous = _on_sigterm()
+    previous = _catch_signals()
     try:
         code = args.func(args)
         sys.stdout.flush()  # a closed pipe shows up here, not at exit
+        raise_if_signalled()
         return code
-    except SceneError as e:
+    except BaseException as e:
+        return _exit_code(e)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _exit_code(e: BaseException) -> int:
+    if _signalled is not None or isinstance(e, (KeyboardInterrupt, Terminated)):
+        sig = _signalled or (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+        print_error("interrupted" if sig == signal.SIGINT else "terminated")
+        return EXIT_INTERRUPTED if sig == signal.SIGINT else 128 + signal.SIGTERM
+    if isinstance(e, SceneError):
         print_error(e)
         return EXIT_BAD_INPUT
-    except BrokenPipeError:
+    if isinstance(e, BrokenPipeError):
         _silence_stdout()
         return EXIT_OK
-    except OSError as e:
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+        print_error(f"{e.filename}: {e.strerror}" if e.filename else e)   # the machine failed, not the input
+        return EXIT_FAILED
+    if isinstance(e, OSError):
         print_error(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else e)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print_error("interrupted")
-        return EXIT_INTERRUPTED
-    except Terminated:
-        print_error("terminated")
-        return 128 + signal.SIGTERM
-    except MemoryError:
+    if isinstance(e, MemoryError):
         print_error("out of memory")
         return EXIT_FAILED
-    except Exception as e:  # a bug or a failure of the work, not of the input
-        log.debug("traceback", exc_info=True)
+    if isinstance(e, Exception):  # a bug or a failure of the work, not of the input
+        log.debug("traceback", exc_info=e)
         print_error(f"{type(e).__name__}: {e} (run with -v for the traceback)")
         return EXIT_FAILED
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _on_sigterm():
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum, frame):
-        raise Terminated()
-    return signal.signal(signal.SIGTERM, handler)
+    raise e  # SystemExit and the like: not ours to translate
 
 
 def _silence_stdout() -> None:

@@ -191,7 +191,10 @@ def test_a_closed_pipe_ends_info_quietly():
     assert "error" not in err and "Broken pipe" not in err and "Traceback" not in err, err
 
 
-def test_ctrl_c_during_preview_leaves_nothing(tmp_path):
+@pytest.mark.parametrize("delay", [0.05, 0.3, 1.0])
+def test_ctrl_c_during_preview_leaves_nothing(tmp_path, delay):
+    # at some moments the signal lands while numba calls back into Python and comes out of the
+    # kernel as a SystemError, which the preview swallows for that view: still exit 130, nothing left
     out = tmp_path / "new" / "previews"
     p = subprocess.Popen([sys.executable, "-m", "rasterizer", "preview", scene_path("playcanvas-playbot-lod0-500k.ply"),
                           "--out", out, "--up", "-y", "--size", "1920x1080", "--backend", "cpu", "--format", "png"],
@@ -201,7 +204,7 @@ def test_ctrl_c_during_preview_leaves_nothing(tmp_path):
         lines.append(line)
         if "ready" in line:
             break
-    time.sleep(0.3)
+    time.sleep(delay)
     p.send_signal(signal.SIGINT)
     rest = p.stderr.read()
     code = p.wait(timeout=120)
