@@ -1,59 +1,69 @@
 """``python -m rasterizer``: render camera paths, write previews, describe scenes.
 
-Bad input (missing or malformed files, bad options, an unavailable backend) prints one
-line on stderr and exits with code 2, before any output file is created.
+Bad input (missing or malformed files, bad options, an unavailable backend) prints one line on
+stderr and exits with code 2 before any output is created (:mod:`rasterizer.cliargs`). Outputs
+are written into a hidden folder beside ``--out`` and moved into place when complete, so an
+error or Ctrl-C leaves ``--out`` as it was.
+
+A subcommand is a function ``add_<name>(subparsers)`` in :data:`COMMANDS` that adds its parser
+(with ``parents=[common]``) and sets ``func``; the plumbing below (``load``, ``prepare``,
+``StagedFolder``, ``check_out_folder``) is shared by all of them.
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
+import math
+import os
+import re
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .camera import load_camera_path
-from .errors import SceneError
+from .cliargs import (ArgumentParser, int_range, nonempty, parse_color, parse_size, print_error, raise_if_signalled,
+                      run_command)
+from .errors import SceneError, one_line
 from .imageio import save_image
 from .layout import KINDS, analyse_layout
-from .preview import (AA_CPU, AA_GPU, DEFAULT_BACKGROUND, VIEWS, PreviewError, parse_cut, parse_up, plan_previews,
-                      robust_bounds, write_previews)
+from .preview import (AA_CPU, AA_GPU, DEFAULT_BACKGROUND, VIEWS, Bounds, PreviewError, parse_cut, parse_up,
+                      plan_previews, robust_bounds, write_previews)
 from .render import Prepared
-from .scene import load_scene
+from .scene import Scene, current_umask, load_scene
+from .stages import FAR
 
 log = logging.getLogger("rasterizer")
 
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise SceneError(f"--size must look like 1280x720, got {text!r}") from None
-    if not (0 < w <= 16384 and 0 < h <= 16384):
-        raise SceneError(f"--size {text}: width and height must be 1..16384")
-    return w, h
+BACKENDS = ("numpy", "cpu", "gpu", "auto")
+FRAME_NAME = "{:05d}.png"                      # render's frames: 00000.png, 00001.png, ...
+_FRAME = re.compile(r"[0-9]{5,}\.png")
+PROGRESS_EVERY_S = 5.0
 
 
-def parse_color(text: str) -> tuple[float, float, float]:
-    try:
-        vals = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        vals = ()
-    if len(vals) != 3 or not all(0.0 <= v <= 1.0 for v in vals):
-        raise SceneError(f"--background must be three numbers in 0..1 like 0.1,0.2,0.3; got {text!r}")
-    return vals
+# --------------------------------------------------------------------------- shared plumbing
 
-
-def _load(path: str):
+def load(path: str) -> Scene:
     t0 = time.perf_counter()
     scene = load_scene(path)
-    log.info("loaded %s: %d Gaussians, SH degree %d (%.2f s)", path, len(scene), scene.sh_degree,
+    log.info("loaded %s: %d Gaussians, SH degree %d (%.2f s)", one_line(path), len(scene), scene.sh_degree,
              time.perf_counter() - t0)
     return scene
 
 
-def _prepare(scene, backend: str) -> Prepared:
+def load_or_demo(path: str | None) -> Scene:
+    """The scene at ``path``, or the built-in demo scene when no path was given at all."""
+    if path is not None:
+        return load(path)
+    from .demo import demo_scene
+    scene = demo_scene()
+    log.info("no scene given: using the built-in demo scene (%d Gaussians)", len(scene))
+    return scene
+
+
+def prepare(scene: Scene, backend: str) -> Prepared:
     t0 = time.perf_counter()
     prepared = Prepared(scene, backend)
     log.info("backend %s ready (%.2f s)", prepared.backend.__name__.rsplit(".", 1)[-1],
@@ -61,62 +71,206 @@ def _prepare(scene, backend: str) -> Prepared:
     return prepared
 
 
+def check_frameable(scene: Scene, bounds: Bounds) -> None:
+    """Refuse a scene no camera can frame: robust bounds not finite, wider than the far plane
+    allows, or narrower than float32 resolves at their distance from the origin."""
+    extent = float(np.max(bounds.extent))
+    far_from_origin = float(np.max(np.abs(bounds.center)))
+    if not (math.isfinite(extent) and math.isfinite(far_from_origin)):
+        problem = "its robust bounds are not finite"
+    elif extent > FAR / 10:
+        problem = f"it spans {extent:.3g} units, too far for the renderer's far plane ({FAR:g}) once framed"
+    elif extent < far_from_origin * 2.0 ** -20:
+        problem = (f"its Gaussians lie within {extent:.3g} units at {far_from_origin:.3g} from the origin, "
+                   "closer together than float32 can tell apart there")
+    else:
+        return
+    raise SceneError(f"{one_line(scene.source)}: cannot frame a view of this scene: {problem}")
+
+
+def check_out_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise SceneError(f"--out {out}: is a file, not a folder")
+
+
+class StagedFolder:
+    """Outputs go into a hidden temp folder beside ``out``; :meth:`commit` moves them into place.
+
+    ``replace=True``: ``out`` becomes exactly the new set (the old folder is swapped out, then
+    removed); otherwise the new files are moved into ``out`` beside what it holds. Until the
+    commit, an error or Ctrl-C removes the temp folder and any parent folder made for it, so
+    ``out`` is left as it was.
+    """
+
+    def __init__(self, out: Path, replace: bool):
+        self.out, self.replace = Path(out), replace
+        self.path: Path | None = None
+        self._made: list[Path] = []
+        self._done = False
+
+    def __enter__(self) -> "StagedFolder":
+        parent = self.out.absolute().parent
+        missing = [p for p in (parent, *parent.parents) if not p.exists()]
+        parent.mkdir(parents=True, exist_ok=True)
+        self._made = missing                         # deepest first
+        self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=parent))
+        return self
+
+    def commit(self) -> list[Path]:
+        """Move the staged files into place (unless Ctrl-C was seen); returns their final paths."""
+        raise_if_signalled()
+        os.chmod(self.path, 0o777 & ~current_umask())  # mkdtemp makes 0700; a folder of outputs gets the usual mode
+        names = sorted(p.name for p in self.path.iterdir())
+        if self.replace:
+            old = None
+            if self.out.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".old", dir=self.path.parent))
+                os.replace(self.out, old)
+            os.replace(self.path, self.out)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            self.out.mkdir(exist_ok=True)
+            for name in names:
+                os.replace(self.path / name, self.out / name)
+            os.rmdir(self.path)
+        self._done = True
+        return [self.out / name for name in names]
+
+    def __exit__(self, *exc) -> None:
+        if self._done or self.path is None:
+            return
+        shutil.rmtree(self.path, ignore_errors=True)
+        for folder in self._made:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
+# --------------------------------------------------------------------------- render
+
 def cmd_render(args) -> int:
-    background = parse_color(args.background) if args.background else (0.0, 0.0, 0.0)
-    cams = load_camera_path(args.camera_path)
-    scene = _load(args.scene)
-    prepared = _prepare(scene, args.backend)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = last = time.perf_counter()
-    for i, cam in enumerate(cams):
-        img = prepared.render(cam, background)
-        save_image(out / f"{i:05d}.png", img.rgb, img.alpha if args.alpha else None)
-        now = time.perf_counter()
-        if now - last > 1.0 or i + 1 == len(cams):
-            log.info("rendered %d/%d frames (%.3f s/frame)", i + 1, len(cams), (now - t0) / (i + 1))
-            last = now
+    check_out_folder(out)
+    if out.is_dir():
+        entries = sorted(out.iterdir())
+        if entries and not args.overwrite:
+            raise SceneError(f"--out {out}: the folder is not empty ({len(entries)} entries); "
+                             "pass --overwrite to replace the frames of an earlier render")
+        others = [p.name for p in entries if not (_FRAME.fullmatch(p.name) and p.is_file())]
+        if others:
+            raise SceneError(f"--out {out}: --overwrite replaces rendered frames only, and the folder also "
+                             f"holds {one_line(repr(others[0]))}" + (f" and {len(others) - 1} more" if others[1:] else ""))
+    cams = load_camera_path(args.camera_path)
+    scene = load(args.scene)
+    prepared = prepare(scene, args.backend)
+    with StagedFolder(out, replace=True) as stage:
+        t0 = last = time.perf_counter()
+        for i, cam in enumerate(cams):
+            img = prepared.render(cam, args.background)
+            save_image(stage.path / FRAME_NAME.format(i), img.rgb, img.alpha if args.alpha else None)
+            now = time.perf_counter()
+            if now - last >= PROGRESS_EVERY_S or i + 1 == len(cams):
+                log.info("rendered %d/%d frames (%.3f s/frame)", i + 1, len(cams), (now - t0) / (i + 1))
+                last = now
+        stage.commit()
+    log.info("wrote %d frames to %s", len(cams), one_line(out))
     return 0
+
+
+def add_render(sub, common) -> None:
+    r = sub.add_parser("render", parents=[common], help="render every camera of a nerfstudio camera path to PNGs")
+    r.add_argument("scene", type=nonempty, help="scene file (.ply or .splat)")
+    r.add_argument("--camera-path", required=True, type=nonempty,
+                   help="nerfstudio camera-path JSON (perspective or orthographic)")
+    r.add_argument("--out", required=True, type=nonempty,
+                   help="output folder for 00000.png, 00001.png, ...; written as a whole when every frame is done")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace the frames of an earlier render in --out (refused without it)")
+    r.add_argument("--backend", choices=BACKENDS, default="auto")
+    r.add_argument("--background", type=parse_color, default=(0.0, 0.0, 0.0), metavar="R,G,B",
+                   help="background in 0..1 (default black)")
+    r.add_argument("--alpha", action="store_true", help="write RGBA PNGs")
+    r.set_defaults(func=cmd_render)
+
+
+# --------------------------------------------------------------------------- preview
+
+def up_axis(text: str) -> str:
+    """``--up``: checked by :func:`rasterizer.preview.parse_up`, kept as given."""
+    try:
+        parse_up(text)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise argparse.ArgumentTypeError(one_line(e)) from None
+    return text
 
 
 def cmd_preview(args) -> int:
-    size = parse_size(args.size)
-    background = parse_color(args.background) if args.background else DEFAULT_BACKGROUND
-    up, cut = _option(parse_up, "--up", args.up), _option(parse_cut, "--cut", args.cut)
-    if args.aa is not None and not 1 <= args.aa <= 4:
-        raise SceneError(f"--aa must be 1..4, got {args.aa}")
-    if args.scene:
-        scene = _load(args.scene)
-    else:
-        from .demo import demo_scene
-        scene = demo_scene()
-        log.info("no scene given: rendering the built-in demo scene (%d Gaussians)", len(scene))
-    plan = plan_previews(scene, up=up, cut=cut, size=size)
-    prepared = _prepare(plan.scene, args.backend)
-    try:
-        written = write_previews(plan, args.out, prepared=prepared, background=background, fmt=args.format,
-                                 quality=args.quality, views=args.views, overlay=not args.no_overlay, aa=args.aa)
-    except PreviewError as e:
-        print(f"error: preview failed: {e}", file=sys.stderr)
-        return 1
-    for path in written.values():
+    out = Path(args.out)
+    check_out_folder(out)
+    scene = load_or_demo(args.scene)
+    check_frameable(scene, robust_bounds(scene))
+    plan = plan_previews(scene, up=args.up, cut=args.cut, size=args.size)
+    prepared = prepare(plan.scene, args.backend)
+    failed = None
+    with StagedFolder(out, replace=False) as stage:
+        try:
+            write_previews(plan, stage.path, prepared=prepared, background=args.background, fmt=args.format,
+                           quality=args.quality, views=args.views, overlay=not args.no_overlay, aa=args.aa)
+        except PreviewError as e:
+            failed = e  # the views that worked are still moved into place
+        written = stage.commit()
+    log.info("wrote %s to %s", ", ".join(p.name for p in written) or "nothing", one_line(out))
+    for path in written:
         print(path)
+    if failed is not None:
+        print_error(f"preview failed: {failed}")
+        return 1
     return 0
 
 
-def _option(parse, name, text):
+def cut_option(text: str):
+    """``--cut``: checked by :func:`rasterizer.preview.parse_cut`."""
     try:
-        return parse(text)
-    except ValueError as e:
-        raise SceneError(f"{name}: {e}") from None
+        return parse_cut(text)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise argparse.ArgumentTypeError(one_line(e)) from None
 
+
+UP_HELP = "world up: x, y, z, -x, -y, -z or a vector like 0,1,0 (default y; '--up -y' works)"
+
+
+def add_preview(sub, common) -> None:
+    v = sub.add_parser("preview", parents=[common], help="write preview_top and preview_angle images")
+    v.add_argument("scene", nargs="?", type=nonempty,
+                   help="scene file (.ply, .splat or .sog); the built-in demo scene when omitted")
+    v.add_argument("--out", required=True, type=nonempty, help="output folder")
+    v.add_argument("--up", default="y", type=up_axis, dash_value=True, help=UP_HELP)
+    v.add_argument("--cut", default="auto", type=cut_option, metavar="auto|none|METRES",
+                   help="leave out what lies above: auto (just below the ceiling of indoor scenes), none, "
+                        "or metres above the floor (default auto)")
+    v.add_argument("--no-overlay", action="store_true", help="no scale bar and axis marker on the top view")
+    v.add_argument("--aa", type=int_range(1, 4), default=None,
+                   help=f"supersampling factor 1..4 (default {AA_GPU} on the GPU, {AA_CPU} on the CPU)")
+    v.add_argument("--size", type=parse_size, default="1280x720", metavar="WxH", help="image size (default 1280x720)")
+    v.add_argument("--backend", choices=BACKENDS, default="auto")
+    v.add_argument("--background", type=parse_color, default=DEFAULT_BACKGROUND, metavar="R,G,B",
+                   help="background in 0..1 (default nerfstudio's 0.149,0.165,0.216)")
+    v.add_argument("--format", choices=["jpg", "png", "webp"], default="jpg")
+    v.add_argument("--quality", type=int_range(1, 100), default=90, help="JPEG/WebP quality 1..100 (default 90)")
+    v.add_argument("--views", nargs="+", choices=VIEWS, default=list(VIEWS))
+    v.set_defaults(func=cmd_preview)
+
+
+# --------------------------------------------------------------------------- info
 
 def cmd_info(args) -> int:
-    scene = _load(args.scene)
+    scene = load(args.scene)
     b = robust_bounds(scene)
     opac = scene.sigmoid_opacities()
     fmt = lambda v: "(" + ", ".join(f"{x:.4g}" for x in v) + ")"  # noqa: E731
-    print(f"file:          {args.scene}")
+    print(f"file:          {one_line(args.scene)}")
     print(f"gaussians:     {len(scene)}")
     print(f"sh degree:     {scene.sh_degree}")
     print(f"bounds:        min {fmt(scene.means.min(0))}  max {fmt(scene.means.max(0))}")
@@ -124,7 +278,7 @@ def cmd_info(args) -> int:
           f"{b.count} Gaussians)")
     print(f"robust centre: {fmt(b.center)}  extent {fmt(b.extent)}")
     print(f"opacity:       median {np.median(opac):.3f}, {np.mean(opac >= 0.1) * 100:.1f}% >= 0.1")
-    lay = analyse_layout(scene, _option(parse_up, "--up", args.up))
+    lay = analyse_layout(scene, parse_up(args.up))
     height = lambda v: "none" if v is None else f"{v:.3f}"  # noqa: E731
     print(f"class:         {lay.kind} ({KINDS[lay.kind]})")
     print(f"floor:         {height(lay.floor)}" + ("" if lay.floor is None else
@@ -135,58 +289,30 @@ def cmd_info(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rasterizer", description=__doc__.splitlines()[0])
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    backends = ["numpy", "cpu", "gpu", "auto"]
-
-    r = sub.add_parser("render", help="render every camera of a nerfstudio camera path to PNGs")
-    r.add_argument("scene", help="scene file (.ply or .splat)")
-    r.add_argument("--camera-path", required=True, help="nerfstudio camera-path JSON")
-    r.add_argument("--out", required=True, help="output folder (00000.png, 00001.png, ...)")
-    r.add_argument("--backend", choices=backends, default="auto")
-    r.add_argument("--background", help="R,G,B in 0..1 (default black)")
-    r.add_argument("--alpha", action="store_true", help="write RGBA PNGs")
-    r.set_defaults(func=cmd_render)
-
-    v = sub.add_parser("preview", help="write preview_top and preview_angle images")
-    v.add_argument("scene", nargs="?", help="scene file (.ply or .splat); the demo scene when omitted")
-    v.add_argument("--out", required=True, help="output folder")
-    up_help = "world up: x, y, z, -x, -y, -z or a vector like 0,1,0 (default y; write --up=-y)"
-    v.add_argument("--up", default="y", help=up_help)
-    v.add_argument("--cut", default="auto", help="leave out what lies above: auto (just below the ceiling of "
-                   "indoor scenes), none, or metres above the floor (default auto)")
-    v.add_argument("--no-overlay", action="store_true", help="no scale bar and axis marker on the top view")
-    v.add_argument("--aa", type=int,
-                   help=f"supersampling factor 1..4 (default {AA_GPU} on the GPU, {AA_CPU} on the CPU)")
-    v.add_argument("--size", default="1280x720", help="WxH (default 1280x720)")
-    v.add_argument("--backend", choices=backends, default="auto")
-    v.add_argument("--background", help="R,G,B in 0..1 (default nerfstudio's 0.149,0.165,0.216)")
-    v.add_argument("--format", choices=["jpg", "png", "webp"], default="jpg")
-    v.add_argument("--quality", type=int, default=90, help="JPEG/WebP quality (default 90)")
-    v.add_argument("--views", nargs="+", choices=VIEWS, default=list(VIEWS))
-    v.set_defaults(func=cmd_preview)
-
-    i = sub.add_parser("info", help="count, SH degree, bounds, robust bounds and layout (floor, ceiling, class)")
-    i.add_argument("scene")
-    i.add_argument("--up", default="y", help=up_help)
+def add_info(sub, common) -> None:
+    i = sub.add_parser("info", parents=[common],
+                       help="count, SH degree, bounds, robust bounds and layout (floor, ceiling, class)")
+    i.add_argument("scene", type=nonempty, help="scene file (.ply, .splat or .sog)")
+    i.add_argument("--up", default="y", type=up_axis, dash_value=True, help=UP_HELP)
     i.set_defaults(func=cmd_info)
+
+
+# --------------------------------------------------------------------------- the parser
+
+COMMANDS = (add_render, add_preview, add_info)
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m rasterizer", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    # -v after the subcommand too; SUPPRESS keeps a subcommand from resetting the top-level value
+    common = ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub, common)
     return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args)
-    except SceneError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(build_parser(), argv)

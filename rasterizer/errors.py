@@ -1,7 +1,7 @@
-"""The one error type users see: a bad input named with its problem.
+"""The one error type users see (a bad input named with its problem) and how an error becomes one line.
 
-CLIs print ``str(err)`` as a single line on stderr and exit with code 2; nothing else
-about a bad file should ever reach the user as a traceback.
+CLIs print ``error: <message>`` as a single line on stderr and exit with code 2 for a
+:class:`SceneError`; nothing else about a bad file should ever reach the user as a traceback.
 """
 
 
@@ -11,3 +11,10 @@ class SceneError(Exception):
 
 class BackendUnavailable(SceneError):
     """The requested render backend cannot run on this machine (e.g. ``gpu`` without CUDA)."""
+
+
+def one_line(e: BaseException | str) -> str:
+    """An exception (or a message) as one printable line: whitespace runs collapse to one space,
+    other control characters (and undecodable bytes of file names) are written as escapes."""
+    text = " ".join(str(e).split()) or (type(e).__name__ if isinstance(e, BaseException) else "")
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)

@@ -7,20 +7,26 @@ normalisation) in :func:`rasterizer.stages.activate`.
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
-from plyfile import PlyData, PlyElement, PlyParseError
+from plyfile import PlyData, PlyElement, PlyListProperty, PlyParseError
 
-from .errors import SceneError
+from .errors import SceneError, one_line
+from .sh import C0 as SH_C0
 
 log = logging.getLogger(__name__)
 
-SH_C0 = 0.28209479177387814
+#: bytes of records read and decoded at a time: small enough to stay in the CPU's cache
+CHUNK_BYTES = 1 << 20
+#: a PLY header longer than this is refused (real ones are a few KiB)
+HEADER_MAX_BYTES = 1 << 20
 #: number of ``f_rest_*`` properties for SH degree 0..3
 F_REST_COUNT = {0: 0, 9: 1, 24: 2, 45: 3}
 REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
@@ -63,20 +69,26 @@ class Scene:
                      self.sh[index], None if self.normals is None else self.normals[index], self.source)
 
     def sigmoid_opacities(self) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.opacities.astype(np.float64)))
+        with np.errstate(over="ignore"):  # a logit below about -709: exp is inf, the opacity 0
+            return 1.0 / (1.0 + np.exp(-self.opacities.astype(np.float64)))
 
 
 # --------------------------------------------------------------------------- loading
 
 def load_scene(path: str | os.PathLike) -> Scene:
     """Load a PLY or ``.splat`` scene; the format is told by the first bytes, not the name."""
+    if os.fspath(path) in ("", b""):
+        raise SceneError("the scene path is empty")
     path = Path(path)
     if not path.exists():
         raise SceneError(f"{path}: no such file")
     if not path.is_file():
         raise SceneError(f"{path}: not a file")
-    with open(path, "rb") as f:
-        magic = f.read(4)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise SceneError(f"{path}: cannot read ({one_line(e.strerror or e)})") from None
     if magic == b"ply\n" or magic == b"ply\r":
         return load_ply(path)
     if path.suffix.lower() == ".splat":
@@ -87,72 +99,240 @@ def load_scene(path: str | os.PathLike) -> Scene:
 def load_ply(path: str | os.PathLike) -> Scene:
     """Read an INRIA / nerfstudio-export Gaussian PLY by property name.
 
-    Normals are optional, extra properties are ignored, the SH degree follows from the
-    number of ``f_rest_*`` properties (channel-major). Rows with any non-finite value are
-    dropped and counted in the log.
+    Normals are optional, extra properties and elements are ignored, the SH degree follows from
+    the number of ``f_rest_*`` properties (channel-major). Rows with any non-finite value (or a
+    zero quaternion) are dropped and counted in the log. The records are read a chunk at a time
+    straight into the scene's arrays, so the peak memory is the scene plus one chunk.
     """
     path = Path(path)
-    data = open_vertices(path, REQUIRED)
-    names = set(data.dtype.names or ())
+    vertices = open_vertices(path, REQUIRED)
+    names = set(vertices.dtype.names)
     n_rest = sum(1 for p in names if p.startswith("f_rest_"))
     if n_rest not in F_REST_COUNT:
         raise SceneError(f"{path}: {n_rest} f_rest properties; expected 0, 9, 24 or 45 (SH degree 0-3)")
-    rest_names = [f"f_rest_{i}" for i in range(n_rest)]
-    if any(p not in names for p in rest_names):
+    if any(f"f_rest_{i}" not in names for i in range(n_rest)):
         raise SceneError(f"{path}: f_rest properties are not numbered 0..{n_rest - 1}")
-    n = len(data)
+    n = vertices.count
     if n == 0:
         raise SceneError(f"{path}: the PLY holds zero Gaussians")
+    k = (F_REST_COUNT[n_rest] + 1) ** 2
     has_normals = all(p in names for p in ("nx", "ny", "nz"))
+    # the PLY properties behind each array; sh[:, j, c] is f_dc_c (j = 0) or, channel-major,
+    # f_rest_{c*(k-1) + j-1}
+    sh_props = [[f"f_dc_{c}" if j == 0 else f"f_rest_{c * (k - 1) + j - 1}" for c in range(3)]
+                for j in range(k)]
+    props = {"means": ["x", "y", "z"], "scales": ["scale_0", "scale_1", "scale_2"],
+             "quats": ["rot_0", "rot_1", "rot_2", "rot_3"], "opacities": "opacity", "sh": sh_props}
+    if has_normals:
+        props["normals"] = ["nx", "ny", "nz"]
+    lists = sorted(p for p in names if vertices.dtype.fields[p][0].kind not in "biuf"
+                   and p in {q for v in props.values() for q in np.ravel(v)})
+    if lists:
+        raise SceneError(f"{path}: PLY vertex properties {', '.join(lists)} are lists, not numbers")
+    columns = _Columns(vertices.dtype, props)
+    rows = _Rows(n, k, has_normals)
+    with np.errstate(over="ignore", invalid="ignore"):  # doubles beyond float32 become inf: dropped
+        for chunk in vertices.chunks():
+            block = columns.block(chunk)
+            out = rows.next(len(block))
+            for name, idx in columns.index.items():
+                np.take(block, idx, axis=1, out=out[name])
+            rows.keep_finite()
+    return rows.scene(path)
 
+
+@dataclass
+class VertexRecords:
+    """The ``vertex`` element of a PLY, its header checked against the file's size.
+
+    Binary records whose place in the file is known are read a chunk at a time (``offset`` set);
+    otherwise (ASCII, list properties) plyfile has parsed them into ``parsed``.
+    """
+
+    path: Path
+    count: int
+    dtype: np.dtype                   # one record, byte order as stored
+    offset: int | None = None         # byte offset of the first binary record
+    parsed: np.ndarray | None = None  # the records, when plyfile parsed the body
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """The records in order, about :data:`CHUNK_BYTES` at a time, read into one reused buffer."""
+        if self.offset is None:
+            yield self.parsed
+            return
+        size = self.dtype.itemsize
+        rows = max(1, CHUNK_BYTES // size)
+        raw = np.empty(min(rows, self.count) * size, np.uint8)
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            for start in range(0, self.count, rows):
+                want = min(rows, self.count - start) * size
+                got = f.readinto(memoryview(raw)[:want])
+                if got != want:  # the file shrank since its header was checked
+                    raise SceneError(f"{self.path}: truncated PLY body ({self.count} vertices declared, "
+                                     f"the file ends inside vertex {start + got // size})")
+                yield raw[:want].view(self.dtype)
+
+
+def open_vertices(path: str | os.PathLike, required) -> VertexRecords:
+    """The PLY's ``vertex`` records with the properties ``required`` present.
+
+    plyfile parses the header (from at most :data:`HEADER_MAX_BYTES`); before any record is read,
+    every element's count is checked against the bytes the file holds (binary: the exact record
+    size; ASCII: at least two characters a value), so a lying header is refused with one line
+    instead of an allocation it cannot back.
+    """
+    path = Path(path)
     try:
-        def cols(props):
-            out = np.empty((n, len(props)), np.float32)
-            for i, p in enumerate(props):  # one column at a time keeps the peak at one copy
-                out[:, i] = data[p]
-            return out
-
-        means = cols(("x", "y", "z"))
-        scales = cols(("scale_0", "scale_1", "scale_2"))
-        quats = cols(("rot_0", "rot_1", "rot_2", "rot_3"))
-        opac = np.asarray(data["opacity"], dtype=np.float32).copy()
-        k = (F_REST_COUNT[n_rest] + 1) ** 2
-        sh = np.empty((n, k, 3), np.float32)
-        for c in range(3):
-            sh[:, 0, c] = data[f"f_dc_{c}"]
-            for j in range(k - 1):  # channel-major: f_rest_{c*(k-1)+j} is coefficient j+1 of channel c
-                sh[:, j + 1, c] = data[f"f_rest_{c * (k - 1) + j}"]
-        normals = cols(("nx", "ny", "nz")) if has_normals else None
-    except ValueError as e:  # a truncated body shows up when the memmap is read
-        raise SceneError(f"{path}: truncated or corrupt PLY body ({_one_line(e)})") from None
-    finally:
-        del data
-
-    scene = Scene(means, scales, quats, opac, sh, normals, str(path))
-    return _drop_non_finite(scene, path)
-
-
-def open_vertices(path: Path, required) -> np.ndarray:
-    """The PLY's ``vertex`` records, memory-mapped (parsed by plyfile), with ``required`` present."""
-    try:
-        ply = PlyData.read(str(path), mmap=True)
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(HEADER_MAX_BYTES)
     except FileNotFoundError:
         raise SceneError(f"{path}: no such file") from None
-    except (PlyParseError, ValueError, UnicodeDecodeError, IndexError, TypeError, OSError) as e:
-        raise SceneError(f"{path}: not a readable PLY file ({_one_line(e)})") from None
+    except OSError as e:
+        raise SceneError(f"{path}: cannot read ({one_line(e.strerror or e)})") from None
+    stream = io.BytesIO(head)
     try:
-        data = ply["vertex"].data
-    except KeyError:
-        raise SceneError(f"{path}: PLY has no 'vertex' element") from None
-    names = set(data.dtype.names or ())
-    missing = [p for p in required if p not in names]
+        ply = PlyData._parse_header(stream)  # plyfile's header parser, without reading any data
+        elements = list(ply.elements)
+        dtypes = [el.dtype(ply.byte_order) for el in elements]
+    except (PlyParseError, ValueError, UnicodeDecodeError, TypeError) as e:
+        if len(head) == HEADER_MAX_BYTES and b"end_header" not in head:
+            raise SceneError(f"{path}: not a readable PLY file (no end_header in its first "
+                             f"{HEADER_MAX_BYTES >> 10} KiB)") from None
+        raise SceneError(f"{path}: not a readable PLY file ({one_line(e)})") from None
+    header_len = stream.tell()
+    _check_counts(path, ply, elements, size - header_len)
+    vertex = [i for i, el in enumerate(elements) if el.name == "vertex"]
+    if not vertex:
+        raise SceneError(f"{path}: PLY has no 'vertex' element")
+    v = vertex[0]
+    el = elements[v]
+    props = {p.name: p for p in el.properties}
+    missing = [p for p in required if p not in props]
     if missing:
         raise SceneError(f"{path}: PLY vertex element lacks required properties: {', '.join(missing)}")
-    return data
+    lists = [p for p in required if isinstance(props[p], PlyListProperty)]
+    if lists:
+        raise SceneError(f"{path}: PLY vertex properties {', '.join(lists)} are lists, not numbers")
+    if not ply.text and not any(_has_list(e) for e in elements[:v + 1]):
+        offset = header_len + sum(e.count * dt.itemsize for e, dt in zip(elements[:v], dtypes[:v]))
+        return VertexRecords(path, el.count, dtypes[v], offset=offset)
+    try:  # ASCII, or list properties before or in the vertex records: plyfile parses the body
+        parsed = PlyData.read(str(path), mmap=False)["vertex"].data
+    except (PlyParseError, ValueError, UnicodeDecodeError, TypeError, IndexError, OSError) as e:
+        raise SceneError(f"{path}: truncated or corrupt PLY body ({one_line(e)})") from None
+    return VertexRecords(path, el.count, parsed.dtype, parsed=parsed)
+
+
+def _has_list(element) -> bool:
+    return any(isinstance(p, PlyListProperty) for p in element.properties)
+
+
+def _check_counts(path: Path, ply: PlyData, elements, body_bytes: int) -> None:
+    """Refuse negative counts and counts the body cannot hold, before anything is allocated."""
+    need = 0
+    for el in elements:
+        if el.count < 0:
+            raise SceneError(f"{path}: PLY header declares {el.count} {one_line(el.name)} entries")
+        if ply.text:  # each value at least one character and a separator, a row at least a line end
+            row = max(1, 2 * len(el.properties))
+        else:         # lists may be empty: their length field only
+            row = sum(np.dtype(p.len_dtype if isinstance(p, PlyListProperty) else p.val_dtype).itemsize
+                      for p in el.properties)
+        need += el.count * row
+    if need - (1 if ply.text else 0) > body_bytes:  # an ASCII file may lack the last line end
+        counts = ", ".join(f"{el.count} {one_line(el.name)}" for el in elements)
+        exact = not ply.text and not any(_has_list(el) for el in elements)
+        raise SceneError(f"{path}: truncated PLY (or a lying header): the header declares {counts}, which "
+                         f"need {'' if exact else 'at least '}{need} bytes; the file holds {body_bytes} "
+                         "after its header")
+
+
+class _Columns:
+    """Where the values of each scene array sit in a chunk of records.
+
+    When every property of the record has one floating type (the usual all-float32 PLY), a chunk
+    is viewed as a (rows, properties) matrix with no copy; otherwise the properties used are
+    copied into a float32 matrix first. ``index`` maps an array name to its columns (any shape).
+    """
+
+    def __init__(self, dtype: np.dtype, props: dict):
+        self.dtype = dtype
+        used = sorted({p for v in props.values() for p in np.ravel(v)})
+        types = {dtype.fields[name][0] for name in dtype.names}
+        first = next(iter(types)) if len(types) == 1 else None
+        uniform = (first is not None and first.kind == "f" and dtype.itemsize == len(dtype.names) * first.itemsize
+                   and all(dtype.fields[name][1] == i * first.itemsize for i, name in enumerate(dtype.names)))
+        self.matrix_type = first if uniform else None
+        self.used = None if uniform else used
+        column = {name: i for i, name in enumerate(dtype.names if uniform else used)}
+        self.index = {k: np.array(_positions(v, column), np.intp) for k, v in props.items()}
+
+    def block(self, records: np.ndarray) -> np.ndarray:
+        if self.matrix_type is not None:
+            m = records.view(self.matrix_type).reshape(len(records), -1)
+            return m if m.dtype == np.float32 else m.astype(np.float32)
+        out = np.empty((len(records), len(self.used)), np.float32)
+        for j, name in enumerate(self.used):
+            out[:, j] = records[name]
+        return out
+
+
+def _positions(names, column: dict):
+    """``names`` (a name, or nested lists of names) with each name replaced by its column."""
+    return column[names] if isinstance(names, str) else [_positions(v, column) for v in names]
+
+
+class _Rows:
+    """The scene's arrays, filled a chunk at a time; rows with a non-finite value or a zero
+    quaternion are dropped as their chunk arrives, so the arrays are never copied again."""
+
+    def __init__(self, n: int, k: int, normals: bool):
+        self.n, self.kept, self.rows = n, 0, 0
+        self.arrays = {"means": np.empty((n, 3), np.float32), "scales": np.empty((n, 3), np.float32),
+                       "quats": np.empty((n, 4), np.float32), "opacities": np.empty(n, np.float32),
+                       "sh": np.empty((n, k, 3), np.float32)}
+        if normals:
+            self.arrays["normals"] = np.empty((n, 3), np.float32)
+
+    def next(self, rows: int) -> dict[str, np.ndarray]:
+        """Views of the arrays where the next ``rows`` rows go."""
+        self.rows = rows
+        return {name: a[self.kept:self.kept + rows] for name, a in self.arrays.items()}
+
+    def keep_finite(self) -> None:
+        """Account for the rows just written, moving the good ones down over the dropped ones."""
+        s = slice(self.kept, self.kept + self.rows)
+        checked = [self.arrays[name][s] for name in ("means", "scales", "quats", "opacities", "sh")]
+        q = self.arrays["quats"][s]
+        nonzero = np.einsum("ij,ij->i", q, q) > 0  # a zero quaternion has no rotation
+        # min and max are NaN or infinite exactly when some value is: one fast pass over each array
+        if nonzero.all() and all(np.isfinite(a.min()) and np.isfinite(a.max()) for a in checked):
+            self.kept += self.rows
+            return
+        ok = nonzero
+        for a in checked:
+            ok &= np.isfinite(a.reshape(len(a), -1)).all(1)
+        good = int(ok.sum())
+        for a in self.arrays.values():
+            a[self.kept:self.kept + good] = a[s][ok]
+        self.kept += good
+
+    def scene(self, path: Path) -> Scene:
+        dropped = self.n - self.kept
+        if dropped:
+            log.warning("%s: dropped %d of %d Gaussians with non-finite values or a zero quaternion",
+                        path, dropped, self.n)
+            if self.kept == 0:
+                raise SceneError(f"{path}: every Gaussian has non-finite values or a zero quaternion")
+        a = {name: arr[:self.kept] for name, arr in self.arrays.items()}
+        return Scene(a["means"], a["scales"], a["quats"], a["opacities"], a["sh"], a.get("normals"), str(path))
 
 
 def load_splat(path: str | os.PathLike) -> Scene:
-    """Read an antimatter15 ``.splat`` (32 bytes a Gaussian, SH degree 0) into raw PLY values."""
+    """Read an antimatter15 ``.splat`` (32 bytes a Gaussian, SH degree 0) into raw PLY values,
+    a chunk of records at a time."""
     path = Path(path)
     size = path.stat().st_size
     if size == 0:
@@ -160,32 +340,26 @@ def load_splat(path: str | os.PathLike) -> Scene:
     if size % SPLAT_RECORD.itemsize:
         raise SceneError(f"{path}: {size} bytes is not a whole number of 32-byte .splat records "
                          "(truncated or not a .splat file)")
-    rec = np.fromfile(path, dtype=SPLAT_RECORD)
-    means = np.ascontiguousarray(rec["pos"], dtype=np.float32)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scales = np.log(rec["scale"].astype(np.float64)).astype(np.float32)
-    rgba = rec["rgba"].astype(np.float64) / 255.0
-    sh = ((rgba[:, None, :3] - 0.5) / SH_C0).astype(np.float32)
-    a = np.clip(rgba[:, 3], 1e-7, 1.0 - 1e-7)  # 0 and 255 have no finite logit
-    opac = np.log(a / (1.0 - a)).astype(np.float32)
-    quats = ((rec["rot"].astype(np.float32) - 128.0) / 128.0).astype(np.float32)
-    scene = Scene(means, scales, quats, opac, sh, None, str(path))
-    return _drop_non_finite(scene, path)
-
-
-def _drop_non_finite(scene: Scene, path: Path) -> Scene:
-    ok = (np.isfinite(scene.means).all(1) & np.isfinite(scene.scales).all(1)
-          & np.isfinite(scene.quats).all(1) & np.isfinite(scene.opacities)
-          & np.isfinite(scene.sh).all((1, 2)))
-    ok &= np.einsum("ij,ij->i", scene.quats, scene.quats) > 0  # a zero quaternion has no rotation
-    dropped = int(len(ok) - ok.sum())
-    if dropped:
-        log.warning("%s: dropped %d of %d Gaussians with non-finite values or a zero quaternion",
-                    path, dropped, len(ok))
-        scene = scene.subset(ok)
-        if len(scene) == 0:
-            raise SceneError(f"{path}: every Gaussian has non-finite values")
-    return scene
+    n = size // SPLAT_RECORD.itemsize
+    rows = _Rows(n, 1, normals=False)
+    chunk = CHUNK_BYTES // SPLAT_RECORD.itemsize
+    buf = np.empty(min(chunk, n), SPLAT_RECORD)
+    with open(path, "rb") as f, np.errstate(divide="ignore", invalid="ignore"):
+        for start in range(0, n, chunk):
+            r = min(chunk, n - start)
+            got = f.readinto(memoryview(buf.view(np.uint8))[:r * SPLAT_RECORD.itemsize])
+            if got != r * SPLAT_RECORD.itemsize:
+                raise SceneError(f"{path}: the file shrank while it was read")
+            rec, out = buf[:r], rows.next(r)
+            out["means"][:] = rec["pos"]
+            out["scales"][:] = np.log(rec["scale"].astype(np.float64))
+            rgba = rec["rgba"].astype(np.float64) / 255.0
+            out["sh"][:, 0, :] = (rgba[:, :3] - 0.5) / SH_C0
+            a = np.clip(rgba[:, 3], 1e-7, 1.0 - 1e-7)  # 0 and 255 have no finite logit
+            out["opacities"][:] = np.log(a / (1.0 - a))
+            out["quats"][:] = (rec["rot"].astype(np.float32) - 128.0) / 128.0
+            rows.keep_finite()
+    return rows.scene(path)
 
 
 # --------------------------------------------------------------------------- writing
@@ -217,7 +391,7 @@ def atomic_write(path: Path, write) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs get the usual mode
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -228,11 +402,8 @@ def atomic_write(path: Path, write) -> Path:
     return path
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (new outputs get ``0o666 & ~umask``, folders ``0o777 & ~umask``)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__

@@ -35,14 +35,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SceneError
-from .scene import SPLAT_RECORD, atomic_write, open_vertices
+from .scene import REQUIRED, SPLAT_RECORD, atomic_write, open_vertices
 
 log = logging.getLogger(__name__)
 
-NEEDED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
-          "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")
+NEEDED = REQUIRED                   # ply2splat reads exactly the properties every scene must have
 SH_C0_F32 = np.float32(0.2820948)   # ply2splat's float32 literal
-CHUNK_ROWS = 1 << 16                # rows per read: 16 MiB for a 248-byte SH-3 record
 
 _F = np.float32
 
@@ -55,37 +53,16 @@ class ConvertStats:
 
 
 def read_columns(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The 14 properties ply2splat uses, as float32 columns, read by name in chunks.
-
-    plyfile parses the header (and, memory-mapped, tells where the vertex records start);
-    the records are then read sequentially, a chunk at a time, into one reused buffer.
-    """
-    path = Path(path)
-    data = open_vertices(path, NEEDED)
-    n = len(data)
-    cols = {p: np.empty(n, np.float32) for p in NEEDED}
-    if isinstance(data, np.memmap):
-        dtype, offset = data.dtype, int(data.offset)
-        del data  # unmap: the chunks below are plain reads
-        buf = np.empty(min(CHUNK_ROWS, max(n, 1)), dtype)
-        raw = buf.view(np.uint8)
-        with open(path, "rb") as f:
-            f.seek(offset)
-            for start in range(0, n, CHUNK_ROWS):
-                rows = min(CHUNK_ROWS, n - start)
-                want = rows * dtype.itemsize
-                got = f.readinto(memoryview(raw)[:want])
-                if got != want:
-                    raise SceneError(f"{path}: truncated PLY body ({n} vertices declared, "
-                                     f"file ends inside vertex {start + got // dtype.itemsize})")
-                for p in NEEDED:
-                    cols[p][start:start + rows] = buf[p][:rows]
-    else:  # ASCII or an element plyfile could not map: it has read the data already
-        try:
+    """The 14 properties ply2splat uses, as float32 columns, read by name a chunk of records at a time
+    (:func:`rasterizer.scene.open_vertices`: plyfile parses the header, counts are checked first)."""
+    vertices = open_vertices(Path(path), NEEDED)
+    cols = {p: np.empty(vertices.count, np.float32) for p in NEEDED}
+    start = 0
+    with np.errstate(over="ignore"):  # doubles beyond float32 become inf, as ply2splat's f32 reads them
+        for chunk in vertices.chunks():
             for p in NEEDED:
-                cols[p][:] = data[p]
-        except ValueError as e:
-            raise SceneError(f"{path}: truncated or corrupt PLY body ({_one_line(e)})") from None
+                cols[p][start:start + len(chunk)] = chunk[p]
+            start += len(chunk)
     return cols
 
 
@@ -227,7 +204,3 @@ def convert(ply_path: str | os.PathLike, splat_path: str | os.PathLike, sort: bo
     del cols
     atomic_write(Path(splat_path), lambda f: f.write(records.view(np.uint8).data))
     return ConvertStats(len(records), time.perf_counter() - t0, t_read)
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__

@@ -5,11 +5,16 @@ per Gaussian / per tile / per pixel in float32, in the order of operations of th
 reference (and of gsplat 1.4.0). ``project`` and ``sh_colors`` run in parallel over
 Gaussians, ``bin_tiles`` groups ids by tile with a counting pass and sorts the visible
 Gaussians by depth once, ``blend`` runs in parallel over tiles with an early exit per pixel.
-JIT results are cached on disk (``cache=True``), so only the first run on a machine pays.
+JIT results are cached on disk (``cache=True``), so only the first run on a machine pays; the
+first ``upload`` of a process loads (or compiles) every kernel on a tiny scene and logs when that
+is a compile, so that the wait is never silent.
 """
 from __future__ import annotations
 
+import logging
 import math
+import threading
+import time
 
 import numpy as np
 from numba import njit, prange
@@ -29,8 +34,6 @@ _C0, _C1 = f32(C0), f32(C1)                # the SH constants of rendering.md, f
 _C2, _C3 = np.array(C2, np.float32), np.array(C3, np.float32)
 _ZERO, _HALF, _ONE, _TWO, _THREE, _FOUR = f32(0), f32(0.5), f32(1), f32(2), f32(3), f32(4)
 _LOG255 = f32(math.log(255.0))
-
-upload = stages.activate
 
 
 def download(rgb, alpha):
@@ -349,3 +352,44 @@ def blend(p: Projection, colors, opacities, bins: TileBins, camera: Camera, back
     _blend(p.means2d, p.conics, colors, opacities, bins.gaussian_ids, bins.offsets, bins.tiles_x, order,
            W, H, bg, rgb, T)
     return rgb, (_ONE - T)
+
+
+# --------------------------------------------------------------------------- first use
+
+log = logging.getLogger(__name__)
+_KERNELS = (_project, _sh_colors, _tile_rects, _group_by_tile, _blend)
+#: a compile that is still running after this long is announced
+_ANNOUNCE_AFTER_S = 1.0
+
+
+def upload(scene) -> Gaussians:
+    _load_kernels()
+    return stages.activate(scene)
+
+
+def _load_kernels() -> None:
+    """Load every kernel from numba's cache or compile it (about 20 s once after an install or an
+    update), by rendering one Gaussian; a compile is announced before and reported after."""
+    if all(k.signatures for k in _KERNELS):
+        return
+    t0 = time.perf_counter()
+    announce = threading.Timer(_ANNOUNCE_AFTER_S, log.info, ("cpu backend: compiling the numba kernels, once "
+                                                             "after an install or an update (about 20 s) ...",))
+    announce.daemon = True
+    announce.start()
+    try:
+        from ..scene import Scene
+        one = Scene(np.array([[0.0, 0.0, 2.0]], f32), np.full((1, 3), -2.0, f32), np.array([[1, 0, 0, 0]], f32),
+                    np.zeros(1, f32), np.zeros((1, 1, 3), f32))
+        cam = Camera.look_at([0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0], 60.0, 16, 16)
+        g = stages.activate(one)
+        p = project(g, cam)
+        blend(p, sh_colors(g, cam), g.opacities, bin_tiles(p, cam), cam, (0.0, 0.0, 0.0))
+    finally:
+        announce.cancel()
+    compiled = sum(sum(k.stats.cache_misses.values()) for k in _KERNELS)
+    if compiled:
+        log.info("cpu backend: %d numba kernels compiled in %.1f s and cached for the next runs", compiled,
+                 time.perf_counter() - t0)
+    else:
+        log.debug("cpu backend: numba kernels loaded from the cache in %.2f s", time.perf_counter() - t0)
