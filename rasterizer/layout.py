@@ -156,7 +156,8 @@ def in_own_axes(quats: np.ndarray, v) -> tuple[np.ndarray, np.ndarray, np.ndarra
 def sigma_along(quats: np.ndarray, log_scales: np.ndarray, v) -> np.ndarray:
     """Each Gaussian's standard deviation along the unit direction ``v``: ``√(vᵀΣv)``."""
     r = in_own_axes(quats, v)
-    return np.sqrt(sum(r[k] * r[k] * np.exp(2 * log_scales[:, k]) for k in range(3)))
+    with np.errstate(over="ignore", invalid="ignore"):   # huge log-scales give inf: the renderer culls those
+        return np.sqrt(sum(r[k] * r[k] * np.exp(2 * log_scales[:, k]) for k in range(3)))
 
 
 def footprint_area(scene: Scene, up: np.ndarray, index=slice(None)) -> np.ndarray:

@@ -49,6 +49,14 @@ def axis_name(v: np.ndarray) -> str | None:
     return ("" if v[k] > 0 else "-") + "xyz"[k]
 
 
+#: the smallest image (width, height) the scale bar and axis marker fit on legibly
+MIN_SIZE = (160, 90)
+
+
+def fits(width: int, height: int) -> bool:
+    return width >= MIN_SIZE[0] and height >= MIN_SIZE[1]
+
+
 def draw_overlay(rgb: np.ndarray, camera: Camera) -> tuple[np.ndarray, ScaleBar]:
     """``rgb`` (H, W, 3 floats in [0, 1], the view of the orthographic ``camera``) with the scale bar
     (bottom left) and the axis marker (bottom right) composited over it."""

@@ -41,7 +41,9 @@ import numpy as np
 from .camera import Camera
 from .imageio import save_image
 from .layout import MIN_OPACITY, Layout, analyse_layout, sigma_along
+from .overlay import MIN_SIZE as OVERLAY_MIN
 from .overlay import draw_overlay
+from .overlay import fits as overlay_fits
 from .render import Prepared
 from .scene import Scene
 
@@ -147,8 +149,10 @@ class Content:
     log_scales: np.ndarray         # (M, 3)
 
     def reach(self, direction) -> np.ndarray:
-        """How far each Gaussian reaches along ``direction`` (unit): EXTENT_SIGMAS of its σ there."""
-        return EXTENT_SIGMAS * sigma_along(self.quats, self.log_scales, direction).astype(np.float64)
+        """How far each Gaussian reaches along ``direction`` (unit): EXTENT_SIGMAS of its σ there; 0 for a
+        Gaussian whose scale overflows (the renderer culls it: its covariance is not finite)."""
+        r = EXTENT_SIGMAS * sigma_along(self.quats, self.log_scales, direction).astype(np.float64)
+        return np.where(np.isfinite(r), r, 0.0)
 
     def span(self, direction) -> tuple[float, float]:
         """The content's extent along ``direction``, reaches included, but for the TRIM farthest."""
@@ -398,9 +402,11 @@ def write_previews(plan: PreviewPlan, out_dir, prepared: Prepared | None = None,
                 log.warning("preview %s: nothing of the scene is visible in this view", name)
             t2 = time.perf_counter()
             extra = ""
-            if overlay and cam.is_ortho:
+            if overlay and cam.is_ortho and overlay_fits(cam.width, cam.height):
                 rgb, bar = draw_overlay(rgb, cam)
                 extra = f"; scale bar {bar.label} = {bar.pixels:.1f} px"
+            elif overlay and cam.is_ortho:
+                extra = f"; no overlay: {cam.width}x{cam.height} is smaller than {OVERLAY_MIN[0]}x{OVERLAY_MIN[1]}"
             t3 = time.perf_counter()
             written[name] = save_image(path, rgb, quality=quality)
             t4 = time.perf_counter()
