@@ -16,7 +16,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -28,12 +27,12 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from pipeline import colmap, frames, logsafe
-from pipeline.cli import OneLineParser
-from pipeline.errors import EXIT_BAD_INPUT, EXIT_FAILED, BadInput, StepError, one_line
+from pipeline.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, BadInput, StepError, one_line
 from pipeline.layout import ARTIFACTS, PREVIEW_ANGLE, PREVIEW_TOP, JobLayout
 from pipeline.video import write_mp4
 from rasterizer import backends
 from rasterizer.demo import demo_scene
+from rasterizer.cliargs import ArgumentParser, int_range, parse_size
 from rasterizer.errors import SceneError
 from rasterizer.imageio import to_uint8
 from rasterizer.preview import DEFAULT_BACKGROUND, ELEVATION_DEG, PreviewPlan, plan_previews, write_previews
@@ -47,7 +46,6 @@ DEMO_ID = "demo"
 #: test hook: make the renderer raise for these outputs, e.g. "top", "angle", "video", "video@5"
 FAULT_ENV = "SPLATTER_INJECT_RENDER_FAULT"
 PREVIEW_VIEWS = {"top": PREVIEW_TOP, "angle": PREVIEW_ANGLE}
-EXIT_INTERRUPTED = 130
 
 log = logging.getLogger("splatter.run")
 
@@ -469,13 +467,6 @@ def build_demo_job(layout: JobLayout) -> None:
 
 # =========================================================================== command line
 
-def parse_size(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"(\d+)x(\d+)", text.strip().lower())
-    if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 1280x720, got {text!r}")
-    return int(m.group(1)), int(m.group(2))
-
-
 def parse_video_size(text: str) -> tuple[int, int]:
     w, h = parse_size(text)
     if w % 2 or h % 2:
@@ -483,9 +474,9 @@ def parse_video_size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def build_parser() -> OneLineParser:
+def build_parser() -> ArgumentParser:
     d = Options()
-    ap = OneLineParser(prog="run.py", description="splatter job pipeline: " + " → ".join(STEP_NAMES),
+    ap = ArgumentParser(prog="run.py", description="splatter job pipeline: " + " → ".join(STEP_NAMES),
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--domain_id", help="domain the job belongs to (logged); required unless --demo")
     ap.add_argument("--job_id", help="job id (logged); required unless --demo")
@@ -504,14 +495,14 @@ def build_parser() -> OneLineParser:
                     help="preview image size")
     ap.add_argument("--video-size", type=parse_video_size, default="%dx%d" % d.video_size,
                     metavar="WxH", help="orbit video size (even numbers)")
-    ap.add_argument("--video-frames", type=int, default=d.video_frames, help="orbit frames")
-    ap.add_argument("--video-fps", type=int, default=d.video_fps)
+    ap.add_argument("--video-frames", type=int_range(1, 100_000), default=d.video_frames, help="orbit frames")
+    ap.add_argument("--video-fps", type=int_range(1, 240), default=d.video_fps)
     ap.add_argument("--video-cpu-budget", type=float, default=d.video_cpu_budget_s, metavar="SECONDS",
                     help="without a GPU, render the video only if it should take at most this long")
     return ap
 
 
-def step_slice(ap: OneLineParser, from_step: str | None, to_step: str | None) -> list[Step]:
+def step_slice(ap: ArgumentParser, from_step: str | None, to_step: str | None) -> list[Step]:
     """The steps from ``from_step`` to ``to_step`` (both included); a reversed pair is a command-line error."""
     first = STEP_NAMES.index(from_step) if from_step else 0
     last = STEP_NAMES.index(to_step) if to_step else len(STEPS) - 1
@@ -538,8 +529,6 @@ def main(argv=None) -> int:
         if missing:
             ap.error(f"the following arguments are required: {', '.join(missing)} (or use --demo)")
     steps = step_slice(ap, args.from_step, args.to_step)
-    if args.video_frames < 1 or args.video_fps < 1:
-        ap.error("--video-frames and --video-fps must be at least 1")
     logsafe.configure(args.log_level, split_errors=True)
 
     opts = Options(backend=args.backend, preview_size=args.preview_size, video_size=args.video_size,

@@ -1,9 +1,11 @@
-"""The errors a pipeline step raises, and the one formatter that turns any exception into one line."""
+"""The errors a pipeline step raises. Exit statuses and the one-line formatter are the project's one
+convention for every entry point (:mod:`rasterizer.cliargs`, :func:`rasterizer.errors.one_line`)."""
 from __future__ import annotations
 
-#: exit statuses of every entry point (run.py, python -m runner)
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
+from rasterizer.cliargs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED
+from rasterizer.errors import one_line
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "BadInput", "StepError", "one_line"]
 
 
 class StepError(Exception):
@@ -12,9 +14,3 @@ class StepError(Exception):
 
 class BadInput(StepError):
     """The job's inputs are missing or unreadable (exit status 2); the message names the file and the problem."""
-
-
-def one_line(e: BaseException) -> str:
-    """``str(e)`` on one line (whitespace runs, newlines included, become one space), or the exception's type
-    name when it has no message."""
-    return " ".join(str(e).split()) or type(e).__name__

@@ -14,9 +14,9 @@ from pathlib import Path
 from dotenv import load_dotenv
 
 from pipeline import logsafe
-from pipeline.cli import OneLineParser, fail
-from pipeline.errors import EXIT_FAILED, one_line
+from pipeline.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, one_line
 from pipeline.layout import SPLAT, JobLayout
+from rasterizer.cliargs import ArgumentParser, print_error
 
 from . import __version__
 from .config import Config, ConfigError
@@ -25,7 +25,13 @@ from .redact import SECRETS
 from .splatter import pipeline_command, planned_artifacts
 
 PROG = "splatter-node"
-EXIT_INTERRUPTED = 130
+
+
+def fail(message: str, status: int = EXIT_BAD_INPUT) -> int:
+    """``error: <message>`` as one line on stderr (the one convention of every entry point); ``status``
+    for ``main`` to exit with."""
+    print_error(message)
+    return status
 
 
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
@@ -35,9 +41,9 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _parser() -> OneLineParser:
+def _parser() -> ArgumentParser:
     # the step names are run.py's; run.py itself reports a wrong one (one line, exit 2)
-    p = OneLineParser(prog=PROG, description="posemesh splatter compute node")
+    p = ArgumentParser(prog=PROG, description="posemesh splatter compute node")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     p.add_argument("--env-file", type=Path, default=None,
                    help="dotenv file to load (default: ./.env when present); real env variables win")
@@ -58,37 +64,37 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     env_file = args.env_file
     if env_file is not None and not env_file.is_file():
-        return fail(PROG, f"--env-file {env_file} not found")
+        return fail(f"--env-file {env_file} not found")
     load_dotenv(env_file or Path(".env"), override=False)
     if args.command == "run-local":
         return _run_local(args)
     try:
         cfg = Config.from_env()
     except ConfigError as exc:
-        return fail(PROG, str(exc))
+        return fail(str(exc))
     if not cfg.run_py.is_file():
-        return fail(PROG, f"pipeline script {cfg.run_py} not found (set SPLATTER_RUN_PY)")
+        return fail(f"pipeline script {cfg.run_py} not found (set SPLATTER_RUN_PY)")
     setup_logging(cfg.log_level, cfg.log_format)
     from .node import Node  # imported late: eth_account is only needed by the node
 
     try:
         node = Node(cfg)
     except OSError as exc:
-        return fail(PROG, f"cannot start node: {one_line(exc)}")
+        return fail(f"cannot start node: {one_line(exc)}")
     try:
         return node.serve(once=args.once)
     except OSError as exc:  # e.g. HEALTH_PORT already in use
-        return fail(PROG, f"cannot serve: {one_line(exc)}")
+        return fail(f"cannot serve: {one_line(exc)}")
 
 
 def _run_local(args) -> int:
     setup_logging(os.environ.get("LOG_LEVEL", "INFO").upper(), "text")
     job_root: Path = args.job_root
     if not job_root.is_dir():
-        return fail(PROG, f"--job-root {job_root} is not a directory")
+        return fail(f"--job-root {job_root} is not a directory")
     run_py = (args.run_py or Path(os.environ.get("SPLATTER_RUN_PY") or "run.py")).resolve()
     if not run_py.is_file():
-        return fail(PROG, f"pipeline script {run_py} not found (use --run-py or SPLATTER_RUN_PY)")
+        return fail(f"pipeline script {run_py} not found (use --run-py or SPLATTER_RUN_PY)")
     python = os.environ.get("SPLATTER_PYTHON") or sys.executable
     steps = [a for flag, value in (("--from-step", args.from_step), ("--to-step", args.to_step)) if value
              for a in (flag, value)]
@@ -96,12 +102,12 @@ def _run_local(args) -> int:
     try:
         result = run_python(cmd, run_py.parent, child_env())
     except (ChildCancelled, KeyboardInterrupt):
-        return fail(PROG, "interrupted", EXIT_INTERRUPTED)
+        return fail("interrupted", EXIT_INTERRUPTED)
     except OSError as exc:
-        return fail(PROG, f"cannot start {python}: {one_line(exc)}")
+        return fail(f"cannot start {python}: {one_line(exc)}")
     if result.returncode != 0:
         # run.py's own status: 2 for bad input or a bad step name, 1 for a failed step
-        return fail(PROG, f"run.py failed with status {result.returncode}", result.returncode or EXIT_FAILED)
+        return fail(f"run.py failed with status {result.returncode}", result.returncode or EXIT_FAILED)
     artifacts = planned_artifacts(job_root)
     if args.json:
         print(json.dumps([{"name": a.name(args.suffix), "data_type": a.data_type, "path": str(p),
@@ -110,6 +116,6 @@ def _run_local(args) -> int:
         for a, p in artifacts:
             print(f"{a.name(args.suffix)}\t{a.data_type}\t{p}\t{p.stat().st_size}")
     if not any(a.required for a, _ in artifacts):
-        return fail(PROG, f"required output missing: {JobLayout(job_root).artifact(SPLAT)} "
+        return fail(f"required output missing: {JobLayout(job_root).artifact(SPLAT)} "
                           f"(would upload as {SPLAT.name(args.suffix)})", EXIT_FAILED)
     return 0

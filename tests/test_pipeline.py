@@ -67,8 +67,9 @@ def test_steps_lists_the_nine_steps_in_order(tmp_path):
 @pytest.mark.parametrize("args, needle", [
     (["--from-step", "bogus"], "invalid choice: 'bogus'"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
-    (["--video-frames", "many"], "invalid int value: 'many'"),
-    (["--preview-size", "0x10"], "expected WIDTHxHEIGHT"),
+    (["--video-frames", "many"], "expected an integer in 1..100000, got 'many'"),
+    (["--video-frames", "0"], "expected an integer in 1..100000"),
+    (["--preview-size", "0x10"], "--preview-size"),
     (["--from-step", "video", "--to-step", "rotate"], "--from-step video comes after --to-step rotate"),
     (["--job_id", "j"], "required: --domain_id"),
     (["--video-size", "97x54"], "even width and height"),
@@ -79,7 +80,7 @@ def test_bad_command_lines_exit_2_with_one_line(tmp_path, args, needle):
     full = args if "--job_id" in args else [*IDS, *args]
     p = run_job(root, *full, env=job_env(tmp_path))
     assert p.returncode == 2
-    assert p.stderr.startswith("run.py: ") and p.stderr.count("\n") == 1, p.stderr  # one line, no usage block
+    assert p.stderr.startswith("error: ") and p.stderr.count("\n") == 1, p.stderr  # one line, no usage block
     assert needle in p.stderr
     assert "Traceback" not in log_of(p)
 

@@ -221,7 +221,7 @@ def runner_cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedPr
 def test_bad_flags_are_one_line_and_exit_2(tmp_path, args, needle):
     r = runner_cli(args, tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
-    assert r.stderr.startswith("splatter-node") and "usage:" not in r.stderr
+    assert r.stderr.startswith("error: ") and "usage:" not in r.stderr
 
 
 def test_run_local_runs_a_slice_of_the_real_pipeline(tmp_path):

@@ -421,6 +421,6 @@ def test_domain_url_from_task_meta_reregistration_and_stale_workspaces(fake, tmp
 def test_missing_pipeline_script_is_a_config_error(fake, tmp_path):
     node = NodeProcess(node_env(fake, tmp_path, SPLATTER_RUN_PY=str(tmp_path / "nope.py")), tmp_path)
     assert node.wait() == 2
-    assert node.log().strip().splitlines() == [f"splatter-node: pipeline script {tmp_path / 'nope.py'} not found "
+    assert node.log().strip().splitlines() == [f"error: pipeline script {tmp_path / 'nope.py'} not found "
                                                "(set SPLATTER_RUN_PY)"]
     assert fake.requests == []

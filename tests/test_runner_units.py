@@ -161,7 +161,7 @@ def _cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
 def test_bad_config_is_one_line_and_exit_2(tmp_path):
     r = _cli(["serve", "--once"], {"SECP256K1_PRIVHEX": PRIVHEX + "deadbeef", "REG_SECRET": "topsecret"}, tmp_path)
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == ["splatter-node: SECP256K1_PRIVHEX must be 64 hex digits "
+    assert r.stderr.strip().splitlines() == ["error: SECP256K1_PRIVHEX must be 64 hex digits "
                                              "(optionally 0x-prefixed)"]
     assert "topsecret" not in r.stderr and PRIVHEX not in r.stderr
     r = _cli(["serve"], {"SECP256K1_PRIVHEX": PRIVHEX}, tmp_path)
