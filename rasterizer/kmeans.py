@@ -3,23 +3,24 @@
 SOG stores SH bands 1-3 as a palette of up to 65,536 centroids of the 9/24/45 coefficients
 and a 16-bit palette index per Gaussian (:mod:`rasterizer.sog`). A full Lloyd iteration over
 1M points and 65,536 centroids is 3·10^12 multiply-adds: fine for a GPU, hours for two CPU
-cores. So the clustering is two-level, the same on both devices:
+cores. So the clustering is hierarchical, the same on both devices. To fit ``k`` centroids to
+``n`` points:
 
-1. **coarse cells** — a Lloyd k-means with ``k / CELL_CENTROIDS`` centroids trained on a fixed
-   random sample, then every point assigned to its nearest coarse centroid;
-2. **fine palette** — each cell gets a share of the ``k`` palette entries proportional to its
-   number of points (largest remainder, at least one each), and Lloyd runs inside the cell.
+- if ``n·k`` is at most :data:`FLAT_BUDGET`, run Lloyd's algorithm on them;
+- otherwise split them into ``k / CELL_CENTROIDS`` **cells**: a Lloyd k-means of that many
+  centroids trained on a fixed random sample, every point assigned to its nearest one; give each
+  cell a share of the ``k`` centroids proportional to its points (largest remainder, at least
+  one each) and fit each cell the same way (a big cell is split again).
 
-A point is only ever compared with the centroids of its own cell, which cuts the work by the
-number of cells; small problems (``n·k`` up to :data:`FLAT_BUDGET`) skip the coarse level and
-run plain Lloyd over all points. Each Lloyd run starts from distinct random points of its
-input, then alternates assignment (nearest centroid by squared Euclidean distance; ties go to
-the lower index) and update (each centroid becomes the mean of its points; an empty one is
-moved onto the point farthest from its centroid). The labels returned are those of the last
-assignment and every centroid is the mean of the points labelled with it.
+A point is only ever compared with the centroids of its own cell, which divides the work by the
+number of cells. Each Lloyd run starts from distinct random points of its input, then alternates
+assignment (nearest centroid by squared Euclidean distance; ties go to the lower index) and
+update (each centroid becomes the mean of its points; an empty one is moved onto the point
+farthest from its centroid). The labels returned are those of the last assignment, and every
+centroid that has points is their mean.
 
 Deterministic: the random choices come from NumPy generators seeded with ``seed`` (and the
-cell number), sums are taken in a fixed order in float64. The same input on the same device
+cell's path in the hierarchy), sums are taken in a fixed order in float64. The same input on the same device
 gives the same palette on every run; the CPU and the GPU may differ in the last bits of the
 distances and so pick different centroids for near-ties.
 """
@@ -37,8 +38,8 @@ log = logging.getLogger(__name__)
 CELL_CENTROIDS = 128
 #: sample points per coarse centroid used to train the coarse level
 CELL_SAMPLE = 64
-#: n·k up to which one flat Lloyd run is cheaper than the two levels
-FLAT_BUDGET = 1 << 26
+#: n·k up to which one plain Lloyd run is cheaper than splitting into cells
+FLAT_BUDGET = 1 << 22
 #: rows per distance block (bounds the n×k distance matrix held at once)
 BLOCK_ROWS = 1 << 14
 LOG_EVERY_S = 2.0
@@ -48,7 +49,6 @@ LOG_EVERY_S = 2.0
 class KMeansResult:
     centroids: np.ndarray   # (k, d) float32
     labels: np.ndarray      # (n,) uint32, each < k
-    cells: int              # coarse cells used (1: flat)
     device: str             # "cpu" or "gpu"
     seconds: float
 
@@ -73,58 +73,73 @@ def array_module(device: str = "auto"):
 
 def kmeans(points: np.ndarray, k: int, iterations: int = 10, seed: int = 0,
            device: str = "auto") -> KMeansResult:
-    """Cluster the rows of ``points`` (n, d) into ``k`` centroids (see the module docstring)."""
+    """Cluster the rows of ``points`` (n, d) into ``k`` centroids (see the module docstring).
+
+    ``points`` may be a strided view (rows need not be contiguous); it is not copied whole on
+    the CPU.
+    """
     t0 = time.perf_counter()
     xp, name = array_module(device)
-    points = np.ascontiguousarray(points, dtype=np.float32)
     n, d = points.shape
-    if not (1 <= k) or iterations < 1:
+    if k < 1 or iterations < 1:
         raise ValueError(f"k-means needs k >= 1 and iterations >= 1, got k={k}, iterations={iterations}")
+    log.info("k-means (%s): %d points x %d dims -> %d centroids, %d iterations", name, n, d, k, iterations)
+    x = xp.asarray(points, dtype=xp.float32)
+    progress = _Progress(n, t0)
+    centroids, labels = _fit(xp, x, k, iterations, (seed,), progress)
+    seconds = time.perf_counter() - t0
+    log.info("k-means (%s) done in %.2f s", name, seconds)
+    return KMeansResult(centroids, labels.astype(np.uint32), name, seconds)
+
+
+class _Progress:
+    """Logs the share of points whose final cluster is known, every few seconds."""
+
+    def __init__(self, total: int, t0: float):
+        self.total, self.done, self.t0, self.last = total, 0, t0, t0
+
+    def add(self, n: int) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if now - self.last > LOG_EVERY_S and self.done < self.total:
+            self.last = now
+            log.info("k-means: %d/%d points clustered (%.1f s)", self.done, self.total, now - self.t0)
+
+
+def _fit(xp, x, k: int, iterations: int, key: tuple, progress: _Progress):
+    """Centroids (k, d) and labels (n,) on the host for the rows of ``x``: Lloyd, or cells first."""
+    n = x.shape[0]
     if k >= n:  # every point is its own centroid (extra entries repeat the last point)
-        centroids = np.concatenate([points, np.repeat(points[-1:], k - n, axis=0)])
-        return KMeansResult(centroids, np.arange(n, dtype=np.uint32), 1, name, time.perf_counter() - t0)
+        cent = _host(xp, x)
+        progress.add(n)
+        return np.concatenate([cent, np.repeat(cent[-1:], k - n, axis=0)]), np.arange(n)
+    if n * k > FLAT_BUDGET:
+        cells = max(2, k // CELL_CENTROIDS)
+        rng = np.random.default_rng(key)
+        sample = np.sort(rng.choice(n, size=min(n, CELL_SAMPLE * cells), replace=False))
+        coarse, _ = _lloyd(xp, x[xp.asarray(sample)], cells, iterations, rng)
+        cell_of = _host(xp, _nearest(xp, x, coarse)[0])
+        counts = np.bincount(cell_of, minlength=cells)
+        if counts.max() < n:  # the cells split the points: fit each with its share of k
+            return _fit_cells(xp, x, k, iterations, key, progress, cell_of, counts)
+    cent, labels = _lloyd(xp, x, k, iterations, np.random.default_rng(key))
+    progress.add(n)
+    return _host(xp, cent), _host(xp, labels)
 
-    x = xp.asarray(points)
-    cells = 1 if n * k <= FLAT_BUDGET else max(1, k // CELL_CENTROIDS)
-    if cells == 1:
-        log.info("k-means (%s): %d points x %d dims -> %d centroids, %d iterations", name, n, d, k, iterations)
-        cent, lab = _lloyd(xp, x, k, iterations, np.random.default_rng([seed, 0]), progress=True)
-        centroids, labels = _host(xp, cent), _host(xp, lab).astype(np.uint32)
-        return KMeansResult(centroids, labels, 1, name, time.perf_counter() - t0)
 
-    log.info("k-means (%s): %d points x %d dims -> %d centroids in %d cells, %d iterations",
-             name, n, d, k, cells, iterations)
-    rng = np.random.default_rng([seed, 0])
-    sample = np.sort(rng.choice(n, size=min(n, CELL_SAMPLE * cells), replace=False))
-    coarse, _ = _lloyd(xp, x[xp.asarray(sample)], cells, iterations, rng)
-    cell_of, _ = _nearest(xp, x, coarse)
-    cell_of = _host(xp, cell_of)
+def _fit_cells(xp, x, k, iterations, key, progress, cell_of, counts):
     order = np.argsort(cell_of, kind="stable")
-    counts = np.bincount(cell_of, minlength=cells)
     alloc = allocate(counts, k)
     starts = np.concatenate([[0], np.cumsum(counts)])
     offsets = np.concatenate([[0], np.cumsum(alloc)])
-    log.info("k-means: coarse level done (%.2f s); cells hold %d..%d points",
-             time.perf_counter() - t0, counts[counts > 0].min(), counts.max())
-
-    centroids = np.empty((k, d), np.float32)
-    labels = np.empty(n, np.uint32)
-    last = time.perf_counter()
-    for c in range(cells):
-        if counts[c] == 0:
-            continue
+    centroids = np.empty((k, x.shape[1]), np.float32)
+    labels = np.empty(x.shape[0], np.int64)
+    for c in np.flatnonzero(counts):
         idx = order[starts[c]:starts[c + 1]]
-        cent, lab = _lloyd(xp, x[xp.asarray(idx)], int(alloc[c]), iterations,
-                           np.random.default_rng([seed, c + 1]))
-        centroids[offsets[c]:offsets[c + 1]] = _host(xp, cent)
-        labels[idx] = _host(xp, lab).astype(np.uint32) + np.uint32(offsets[c])
-        now = time.perf_counter()
-        if now - last > LOG_EVERY_S:
-            log.info("k-means: %d/%d cells (%.1f s)", c + 1, cells, now - t0)
-            last = now
-    seconds = time.perf_counter() - t0
-    log.info("k-means (%s) done in %.2f s", name, seconds)
-    return KMeansResult(centroids, labels, cells, name, seconds)
+        cent, lab = _fit(xp, x[xp.asarray(idx)], int(alloc[c]), iterations, key + (int(c),), progress)
+        centroids[offsets[c]:offsets[c + 1]] = cent
+        labels[idx] = lab + offsets[c]
+    return centroids, labels
 
 
 def allocate(counts: np.ndarray, k: int) -> np.ndarray:
@@ -150,19 +165,13 @@ def allocate(counts: np.ndarray, k: int) -> np.ndarray:
     return alloc
 
 
-def _lloyd(xp, x, k: int, iterations: int, rng: np.random.Generator, progress: bool = False):
-    """Lloyd's algorithm from ``k`` distinct random rows of ``x``: (centroids, labels)."""
+def _lloyd(xp, x, k: int, iterations: int, rng: np.random.Generator):
+    """Lloyd's algorithm from ``k`` distinct random rows of ``x`` (k < n): (centroids, labels)."""
     n = x.shape[0]
-    if k >= n:
-        return x.copy(), xp.arange(n)
-    cent = x[xp.asarray(np.sort(rng.choice(n, size=k, replace=False)))].copy()
-    t0 = last = time.perf_counter()
-    for it in range(iterations):
+    cent = x[xp.asarray(np.sort(rng.choice(n, size=k, replace=False)))]
+    for _ in range(iterations):
         labels, dist = _nearest(xp, x, cent)
         cent = _means(xp, x, labels, dist, cent)
-        if progress and (time.perf_counter() - last > LOG_EVERY_S or it + 1 == iterations):
-            last = time.perf_counter()
-            log.info("k-means: iteration %d/%d (%.1f s)", it + 1, iterations, last - t0)
     return cent, labels
 
 
@@ -170,16 +179,16 @@ def _nearest(xp, x, cent):
     """Index of the nearest centroid of each row (lowest index on ties) and its squared distance."""
     n = x.shape[0]
     cc = (cent * cent).sum(axis=1)
+    m2 = -2.0 * cent.T            # |x - c|² = |x|² - 2 x·c + |c|²; the -2 folded into the small side
     labels = xp.empty(n, xp.int64)
     dist = xp.empty(n, xp.float32)
     for s in range(0, n, BLOCK_ROWS):
         xb = x[s:s + BLOCK_ROWS]
-        dm = xb @ cent.T
-        dm *= -2.0
+        dm = xb @ m2
         dm += cc
         lab = dm.argmin(axis=1)
         labels[s:s + BLOCK_ROWS] = lab
-        dist[s:s + BLOCK_ROWS] = xp.take_along_axis(dm, lab[:, None], axis=1)[:, 0] + (xb * xb).sum(axis=1)
+        dist[s:s + BLOCK_ROWS] = dm[xp.arange(len(lab)), lab] + (xb * xb).sum(axis=1)
     return labels, dist
 
 

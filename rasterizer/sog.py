@@ -74,6 +74,7 @@ WEBP = {"lossless": True, "quality": 70, "method": 4, "exact": True}
 MAX_META_BYTES = 16 << 20
 GENERATOR = "splatter rasterizer.sog"
 SQRT2 = math.sqrt(2.0)
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")   # a local file header, or the end record of an empty ZIP
 # the three stored components for each dropped one (rot_0..rot_3 order)
 _KEPT = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])
 
@@ -164,11 +165,11 @@ def write_sog(scene: Scene, path: str | os.PathLike, *, iterations: int = KMEANS
         if degree > 0:
             palette = palette_size(n)
             coeffs = SH_COEFFS[degree]
-            rest = scene.sh[:, 1:, :].transpose(0, 2, 1).reshape(n, 3 * coeffs)  # f_rest order
-            km = kmeans(rest, palette, iterations=iterations, seed=seed, device=device)
+            km = kmeans(_rows(scene.sh[:, 1:, :]), palette, iterations=iterations, seed=seed, device=device)
             km_seconds, km_device = km.seconds, km.device
+            # the clustered rows are (coefficient, channel) pairs; the codebook pools all of them
             cb, cb_lab = quantize_1d(km.centroids.T.ravel())
-            cb_lab = cb_lab.reshape(3, coeffs, palette)   # [channel, coefficient, entry]
+            cb_lab = cb_lab.reshape(coeffs, 3, palette).transpose(1, 0, 2)   # [channel, coefficient, entry]
             rows = -(-palette // PALETTE_ROW)
             cen = np.zeros((rows * PALETTE_ROW, coeffs, 4), np.uint8)
             cen[:palette, :, :3] = cb_lab.transpose(2, 1, 0)
@@ -200,6 +201,14 @@ def _check_finite(scene: Scene) -> None:
 
 def _floats(values: np.ndarray) -> list[float]:
     return [float(v) for v in values]
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    """A view of (n, p, q) ``a`` as (n, p·q) rows, without copying (rows may be strided)."""
+    n, p, q = a.shape
+    if a.strides[2] != a.itemsize or a.strides[1] != q * a.itemsize:
+        a = np.ascontiguousarray(a)
+    return np.lib.stride_tricks.as_strided(a, (n, p * q), (a.strides[0], a.itemsize), writeable=False)
 
 
 def _with_alpha(rgb: np.ndarray) -> np.ndarray:
@@ -412,12 +421,17 @@ def _split_bins(pw, pwx, pwxx, centers, k):  # pragma: no cover - compiled
 # --------------------------------------------------------------------------- reading
 
 def is_sog(path: Path) -> bool:
-    """Whether ``path`` looks like a SOG by content: a ZIP, a JSON object, or a folder with meta.json."""
+    """Whether ``path`` looks like a SOG by content: a ZIP, a JSON object, or a folder with meta.json.
+
+    (A headerless ``.splat`` whose first float happens to start with ``{`` is not taken for JSON.)
+    """
     if path.is_dir():
         return (path / META).is_file()
     with open(path, "rb") as f:
         head = f.read(64)
-    return head[:4] in (b"PK\x03\x04", b"PK\x05\x06") or head.lstrip()[:1] == b"{"
+    if head[:4] in _ZIP_MAGIC:
+        return True
+    return head.lstrip()[:1] == b"{" and path.suffix.lower() != ".splat"
 
 
 def read_sog(path: str | os.PathLike) -> Scene:
@@ -441,7 +455,7 @@ class _Members:
         else:
             with open(path, "rb") as f:
                 magic = f.read(4)
-            if magic in (b"PK\x03\x04", b"PK\x05\x06"):
+            if magic in _ZIP_MAGIC:
                 try:
                     self.zip = zipfile.ZipFile(path)
                 except (zipfile.BadZipFile, OSError, ValueError) as e:
