@@ -20,7 +20,8 @@ from .preview import DEFAULT_BACKGROUND, VIEWS, PreviewError, parse_up, robust_b
 from .render import Prepared
 from .scene import PLY_MAGIC, atomic_write, load_scene, save_ply
 from .sog import KMEANS_ITERATIONS, write_sog
-from .splatfile import convert as convert_ply_to_splat, ply_to_splat_bytes
+from .splatfile import convert as convert_ply_to_splat
+from .splatfile import ply_to_splat_bytes
 
 log = logging.getLogger("rasterizer")
 

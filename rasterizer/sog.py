@@ -32,6 +32,7 @@ and the problem.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
 import math
@@ -95,8 +96,8 @@ class SogStats:
 
 def image_size(count: int) -> tuple[int, int]:
     """Width and height of the per-Gaussian images (splat-transform's choice: multiples of 4)."""
-    width = int(math.ceil(math.sqrt(count) / 4)) * 4
-    height = int(math.ceil(count / width / 4)) * 4
+    width = math.ceil(math.sqrt(count) / 4) * 4
+    height = math.ceil(count / width / 4) * 4
     return width, height
 
 
@@ -285,7 +286,7 @@ def morton_order(means: np.ndarray, bucket: int = 256) -> np.ndarray:
         order[s:e] = idx[sub]
         code = code[sub]
         cuts = np.concatenate([[0], np.flatnonzero(code[1:] != code[:-1]) + 1, [e - s]])
-        for a, b in zip(cuts[:-1], cuts[1:]):
+        for a, b in itertools.pairwise(cuts):
             if b - a > bucket:
                 todo.append((s + int(a), s + int(b)))
     return order
@@ -352,7 +353,7 @@ def quantize_1d(values: np.ndarray, k: int = CODEBOOK_SIZE, alpha: float = 0.5):
     if vrange < 1e-20:
         return np.full(k, data[0], np.float32), np.zeros(nval, np.uint8)
     bins_n = min(1024, nval)
-    iqr = srt[int(math.floor(nval * 0.75))] - srt[int(math.floor(nval * 0.25))]
+    iqr = srt[math.floor(nval * 0.75)] - srt[math.floor(nval * 0.25)]
     beta = max(0.5, min(0.999, 1.0 - iqr / vrange))
     pos = bins_n * (beta * (np.arange(nval) / nval) + (1.0 - beta) * ((srt - vmin) / vrange))
     bins = np.minimum(bins_n - 1, np.floor(pos)).astype(np.int64)
