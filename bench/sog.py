@@ -63,8 +63,10 @@ def splat_transform_cli(install: bool = True) -> tuple[str, Path]:
             raise ReferenceUnavailable(f"splat-transform {SPLAT_TRANSFORM_VERSION} is not installed in {npm_cache()}")
         npm_cache().mkdir(parents=True, exist_ok=True)
         try:
+            # few, short retries: an offline machine fails in about a minute instead of hanging
             r = subprocess.run([npm, "install", "--prefix", str(npm_cache()), "--no-audit", "--no-fund",
-                                "--no-save", f"{SPLAT_TRANSFORM}@{SPLAT_TRANSFORM_VERSION}"],
+                                "--no-save", "--fetch-retries", "1", "--fetch-timeout", "30000",
+                                f"{SPLAT_TRANSFORM}@{SPLAT_TRANSFORM_VERSION}"],
                                capture_output=True, text=True, timeout=600, check=False)
         except subprocess.TimeoutExpired:
             raise ReferenceUnavailable("npm install of splat-transform timed out (offline?)") from None
