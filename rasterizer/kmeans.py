@@ -20,6 +20,9 @@ devices:
    points; an empty one moves onto the point farthest from its centroid). The labels returned are
    those of the last assignment; every centroid that has points is their mean.
 
+Points may carry weights (the SOG writer weighs each Gaussian by how much of the image it can
+cover): centroids are then weighted means and seeds are drawn with probability ∝ weight × D².
+
 A point is only compared with the centroids of its own leaf, which divides the work by the number
 of leaves; k-means++ seeding more than makes up for the leaves' borders (it is what the reference
 tool, plain Lloyd from random points, lacks). Leaves are larger on the GPU (more centroids each:
@@ -45,7 +48,7 @@ CELL_CENTROIDS = {"cpu": 128, "gpu": 1024}
 #: sample points per centroid used to train a partition's cells
 CELL_SAMPLE = 64
 #: n·k up to which a set of points is one leaf on each device
-FLAT_BUDGET = {"cpu": 1 << 22, "gpu": 1 << 26}
+FLAT_BUDGET = {"cpu": 1 << 22, "gpu": 1 << 27}
 #: rows per distance block (bounds the n×k distance matrix held at once)
 BLOCK_ROWS = 1 << 14
 #: threads per leaf of the GPU seeding kernel
@@ -80,20 +83,28 @@ def array_module(device: str = "auto"):
     return np, "cpu"
 
 
-def kmeans(points: np.ndarray, k: int, iterations: int = 10, seed: int = 0,
-           device: str = "auto") -> KMeansResult:
+def kmeans(points: np.ndarray, k: int, iterations: int = 10, seed: int = 0, device: str = "auto",
+           weights: np.ndarray | None = None) -> KMeansResult:
     """Cluster the rows of ``points`` (n, d) into ``k`` centroids (see the module docstring).
 
-    ``points`` may be a strided view (rows need not be contiguous); on the CPU it is not copied whole.
+    ``weights`` (n,), positive, make it a weighted k-means: a centroid is the weighted mean of its
+    points, and a point's chance to be a seed is its weight times its squared distance (default: 1
+    each). ``points`` may be a strided view (rows need not be contiguous); on the CPU it is not
+    copied whole.
     """
     t0 = time.perf_counter()
     xp, name = array_module(device)
     n, d = points.shape
     if k < 1 or iterations < 1:
         raise ValueError(f"k-means needs k >= 1 and iterations >= 1, got k={k}, iterations={iterations}")
+    if k >= n:   # every point is its own centroid (extra ones repeat the last point)
+        cent = np.asarray(points, np.float32)
+        cent = np.concatenate([cent, np.repeat(cent[-1:], k - n, axis=0)])
+        return KMeansResult(cent, np.arange(n, dtype=np.uint32), 1, name, time.perf_counter() - t0)
     x = xp.asarray(points, dtype=xp.float32)
+    w = xp.ones(n, xp.float32) if weights is None else xp.asarray(weights, dtype=xp.float32)
     leaves: list[tuple[np.ndarray | None, int]] = []
-    _partition(xp, name, x, None, k, iterations, (seed,), leaves)
+    _partition(xp, name, x, w, None, k, iterations, (seed,), leaves)
     log.info("k-means (%s): %d points x %d dims -> %d centroids in %d leaves, %d iterations (%.2f s)",
              name, n, d, k, len(leaves), iterations, time.perf_counter() - t0)
 
@@ -101,32 +112,55 @@ def kmeans(points: np.ndarray, k: int, iterations: int = 10, seed: int = 0,
     sizes = np.array([n if idx is None else len(idx) for idx, _ in leaves], np.int64)
     ks = np.array([kl for _, kl in leaves], np.int64)
     starts = np.concatenate([[0], np.cumsum(sizes)])
-    offsets = np.concatenate([[0], np.cumsum(ks)])
-    seeds = _host(xp, kmeans_pp(xp, x, order, starts, ks, np.random.default_rng([seed, 1]).integers(1 << 62)))
-    log.info("k-means: k-means++ seeds drawn (%.2f s)", time.perf_counter() - t0)
+    seed_draws = np.random.default_rng([seed, 1]).integers(1 << 62)
+    if xp is np:
+        centroids, labels = _leaves_cpu(x, w, leaves, order, starts, ks, iterations, seed_draws, t0)
+    else:
+        centroids, labels = _leaves_gpu(xp, x, w, order, starts, ks, iterations, seed_draws, t0)
+    seconds = time.perf_counter() - t0
+    log.info("k-means (%s) done in %.2f s", name, seconds)
+    return KMeansResult(centroids, labels.astype(np.uint32), len(leaves), name, seconds)
 
-    centroids = np.empty((k, d), np.float32)
-    labels = np.empty(n, np.int64)
+
+def _leaves_cpu(x, w, leaves, order, starts, ks, iterations, seed_draws, t0):
+    """Seed every leaf, then Lloyd leaf after leaf (BLAS distances, one leaf's matrix at a time)."""
+    offsets = np.concatenate([[0], np.cumsum(ks)])
+    seeds = kmeans_pp(np, x, w, order, starts, ks, seed_draws)
+    log.info("k-means: k-means++ seeds drawn (%.2f s)", time.perf_counter() - t0)
+    centroids = np.empty((int(offsets[-1]), x.shape[1]), np.float32)
+    labels = np.empty(x.shape[0], np.int64)
     last = time.perf_counter()
     for i, (idx, kl) in enumerate(leaves):
-        sel = slice(None) if idx is None else xp.asarray(idx)
-        xl = x[sel]
-        init = seeds[offsets[i]:offsets[i + 1]]
+        xl, wl = (x, w) if idx is None else (x[idx], w[idx])
         if kl >= len(xl):   # every point is its own centroid (extra ones repeat the last point)
-            cent, lab = _host(xp, xl), np.arange(len(xl))
-            cent = np.concatenate([cent, np.repeat(cent[-1:], kl - len(xl), axis=0)])
+            cent, lab = np.concatenate([xl, np.repeat(xl[-1:], kl - len(xl), axis=0)]), np.arange(len(xl))
         else:
-            cent, lab = _lloyd(xp, xl, xp.asarray(init), iterations)
-            cent, lab = _host(xp, cent), _host(xp, lab)
+            cent, lab = _lloyd(np, xl, wl, seeds[offsets[i]:offsets[i + 1]], iterations)
         centroids[offsets[i]:offsets[i + 1]] = cent
         labels[slice(None) if idx is None else idx] = lab + offsets[i]
         now = time.perf_counter()
         if now - last > LOG_EVERY_S:
             last = now
             log.info("k-means: %d/%d leaves (%.1f s)", i + 1, len(leaves), now - t0)
-    seconds = time.perf_counter() - t0
-    log.info("k-means (%s) done in %.2f s", name, seconds)
-    return KMeansResult(centroids, labels.astype(np.uint32), len(leaves), name, seconds)
+    return centroids, labels
+
+
+def _leaves_gpu(cp, x, w, order, starts, ks, iterations, seed_draws, t0):
+    """Seed every leaf, then Lloyd on all leaves at once: each point against its own leaf's centroids."""
+    offsets = np.concatenate([[0], np.cumsum(ks)])
+    order_d = cp.asarray(order)
+    xs, ws = x[order_d], w[order_d]                 # the points leaf after leaf
+    point_leaf = cp.asarray(np.repeat(np.arange(len(ks), dtype=np.int32), np.diff(starts)))
+    cent_leaf = cp.asarray(np.repeat(np.arange(len(ks), dtype=np.int32), ks))
+    cent = kmeans_pp(cp, xs, ws, None, starts, ks, seed_draws)
+    log.info("k-means: k-means++ seeds drawn (%.2f s)", time.perf_counter() - t0)
+    offsets_d, starts_d = cp.asarray(offsets), cp.asarray(starts)
+    for _ in range(iterations):
+        labels, dist = _assign_gpu(cp, xs, point_leaf, offsets_d, cent)
+        cent = _means(cp, xs, ws, labels, dist, cent, (point_leaf, cent_leaf, starts_d))
+    out = np.empty(len(order), np.int64)
+    out[order] = cp.asnumpy(labels)
+    return cp.asnumpy(cent), out
 
 
 def allocate(counts: np.ndarray, k: int) -> np.ndarray:
@@ -151,7 +185,7 @@ def allocate(counts: np.ndarray, k: int) -> np.ndarray:
     return alloc
 
 
-def _partition(xp, name, x, idx, k, iterations, key, leaves) -> None:
+def _partition(xp, name, x, w, idx, k, iterations, key, leaves) -> None:
     """Append the leaves ``(point indices or None for all, centroids)`` covering ``idx``."""
     n = x.shape[0] if idx is None else len(idx)
     if k >= n or n * k <= FLAT_BUDGET[name]:
@@ -160,10 +194,10 @@ def _partition(xp, name, x, idx, k, iterations, key, leaves) -> None:
     cells = max(2, k // CELL_CENTROIDS[name])
     rng = np.random.default_rng(key)
     sample = np.sort(rng.choice(n, size=min(n, CELL_SAMPLE * cells), replace=False))
-    xs = x[xp.asarray(sample if idx is None else idx[sample])]
-    init = kmeans_pp(xp, xs, np.arange(len(xs)), np.array([0, len(xs)]), np.array([cells]),
-                     rng.integers(1 << 62))
-    coarse, _ = _lloyd(xp, xs, init, iterations)
+    pick = xp.asarray(sample if idx is None else idx[sample])
+    xs, ws = x[pick], w[pick]
+    init = kmeans_pp(xp, xs, ws, None, np.array([0, len(xs)]), np.array([cells]), rng.integers(1 << 62))
+    coarse, _ = _lloyd(xp, xs, ws, init, iterations)
     cell_of = _host(xp, _nearest(xp, x if idx is None else x[xp.asarray(idx)], coarse)[0])
     counts = np.bincount(cell_of, minlength=cells)
     if counts.max() == n:   # no split (e.g. all points equal): one leaf after all
@@ -174,15 +208,15 @@ def _partition(xp, name, x, idx, k, iterations, key, leaves) -> None:
     alloc = allocate(counts, k)
     for c in np.flatnonzero(counts):
         members = order[starts[c]:starts[c + 1]]
-        _partition(xp, name, x, members if idx is None else idx[members], int(alloc[c]), iterations,
+        _partition(xp, name, x, w, members if idx is None else idx[members], int(alloc[c]), iterations,
                    key + (int(c),), leaves)
 
 
-def _lloyd(xp, x, cent, iterations: int):
-    """Lloyd's algorithm on the rows of ``x`` from the centroids ``cent``: (centroids, labels)."""
+def _lloyd(xp, x, w, cent, iterations: int):
+    """Lloyd's algorithm on the rows of ``x`` (weights ``w``) from the centroids ``cent``: (centroids, labels)."""
     for _ in range(iterations):
         labels, dist = _nearest(xp, x, cent)
-        cent = _means(xp, x, labels, dist, cent)
+        cent = _means(xp, x, w, labels, dist, cent)
     return cent, labels
 
 
@@ -203,23 +237,40 @@ def _nearest(xp, x, cent):
     return labels, dist
 
 
-def _means(xp, x, labels, dist, cent):
-    """Each centroid moved to the mean of its rows; empty ones onto the farthest rows."""
+def _means(xp, x, w, labels, dist, cent, groups=None):
+    """Each centroid moved to the weighted mean of its rows; empty ones onto the rows that cost most
+    (weight × squared distance to their centroid).
+
+    With ``groups = (point_group, centroid_group, group_starts)`` (rows sorted by group) an empty
+    centroid takes a row of its own group, as if each group were clustered alone.
+    """
     k = cent.shape[0]
     counts = xp.bincount(labels, minlength=k)
     order = _stable_argsort(xp, labels)
     # segment sums as differences of float64 cumulative sums over the rows sorted by label:
     # a fixed order of additions on either device, unlike scatter-adds
-    csum = xp.cumsum(x[order].astype(xp.float64), axis=0)
+    wo = w[order].astype(xp.float64)
+    csum = xp.cumsum(x[order] * wo[:, None], axis=0)
+    wsum = xp.cumsum(wo)
     ends = xp.cumsum(counts)
     csum = xp.concatenate([xp.zeros((1, x.shape[1]), xp.float64), csum])
+    wsum = xp.concatenate([xp.zeros(1, xp.float64), wsum])
     sums = csum[ends] - csum[ends - counts]
-    new = (sums / xp.maximum(counts, 1)[:, None]).astype(xp.float32)
+    wsums = wsum[ends] - wsum[ends - counts]
+    new = (sums / xp.where(counts > 0, wsums, 1.0)[:, None]).astype(xp.float32)
     empty = counts == 0
     n_empty = int(empty.sum())
     if n_empty:
-        far = _stable_argsort(xp, -dist)
-        new[xp.flatnonzero(empty)] = x[far[:n_empty]]
+        far = _stable_argsort(xp, -(dist * w))         # costliest first
+        if groups is None:
+            take = far[:n_empty]
+        else:
+            point_group, cent_group, group_starts = groups
+            far = far[_stable_argsort(xp, point_group[far])]     # by group, farthest first in each
+            rank = xp.arange(len(far)) - group_starts[point_group[far]]
+            wanted = xp.bincount(cent_group[empty], minlength=len(group_starts) - 1)
+            take = far[rank < wanted[point_group[far]]]
+        new[xp.flatnonzero(empty)] = x[take]
     return new
 
 
@@ -233,16 +284,20 @@ def _host(xp, a) -> np.ndarray:
 
 # --------------------------------------------------------------------------- k-means++ seeding
 
-def kmeans_pp(xp, x, order: np.ndarray, starts: np.ndarray, ks: np.ndarray, seed: int):
+def kmeans_pp(xp, x, w, order, starts: np.ndarray, ks: np.ndarray, seed: int):
     """k-means++ seeds of every leaf: leaf ``i`` is the rows ``x[order[starts[i]:starts[i + 1]]]``
-    and gets ``ks[i]`` seeds; returns them stacked leaf after leaf, (Σ ks, d) float32."""
-    order = np.asarray(order, np.int64)
+    (``order`` None: the rows are leaf after leaf already) and gets ``ks[i]`` seeds, each drawn with
+    probability ∝ weight × squared distance to the nearest seed so far; returns them stacked leaf
+    after leaf, (Σ ks, d) float32."""
     starts = np.asarray(starts, np.int64)
     ks = np.asarray(ks, np.int64)
     offsets = np.concatenate([[0], np.cumsum(ks)])
     if xp is np:
-        return _kmeans_pp_cpu(x, order, starts, ks, offsets, np.uint64(seed))
-    return _kmeans_pp_gpu(xp, x, order, starts, ks, offsets, seed)
+        order = np.arange(x.shape[0]) if order is None else np.asarray(order, np.int64)
+        return _kmeans_pp_cpu(x, w, order, starts, ks, offsets, np.uint64(seed))
+    if order is not None:
+        x, w = x[xp.asarray(order)], w[xp.asarray(order)]
+    return _kmeans_pp_gpu(xp, x, w, starts, ks, offsets, seed)
 
 
 _M1, _M2, _M3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
@@ -259,7 +314,7 @@ def _uniform(seed, leaf, step):  # pragma: no cover - compiled
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def _kmeans_pp_cpu(x, order, starts, ks, offsets, seed):  # pragma: no cover - compiled
+def _kmeans_pp_cpu(x, w, order, starts, ks, offsets, seed):  # pragma: no cover - compiled
     d = x.shape[1]
     out = np.empty((offsets[-1], d), np.float32)
     for leaf in prange(len(ks)):
@@ -280,14 +335,14 @@ def _kmeans_pp_cpu(x, order, starts, ks, offsets, seed):  # pragma: no cover - c
                     diff = x[r, j] - out[off + i, j]
                     acc += diff * diff
                 dist[p] = min(dist[p], acc)
-                total += dist[p]
+                total += dist[p] * w[r]
             u = _uniform(seed, leaf, i + 1)
             if total > 0.0:
                 target = u * total
                 acc64 = 0.0
                 chosen = n - 1
                 for p in range(n):
-                    acc64 += dist[p]
+                    acc64 += dist[p] * w[order[s + p]]
                     if acc64 > target:
                         chosen = p
                         break
@@ -296,7 +351,7 @@ def _kmeans_pp_cpu(x, order, starts, ks, offsets, seed):  # pragma: no cover - c
     return out
 
 
-_KMEANS_PP_CUDA = r"""
+_CUDA = r"""
 __device__ double uniform01(unsigned long long seed, unsigned long long leaf, unsigned long long step) {
     unsigned long long z = seed ^ (leaf * 0x9E3779B97F4A7C15ull) ^ (step * 0xBF58476D1CE4E5B9ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -305,50 +360,53 @@ __device__ double uniform01(unsigned long long seed, unsigned long long leaf, un
     return (double)(z >> 11) * (1.0 / 9007199254740992.0);
 }
 
-// One block per leaf: k-means++ over the leaf's points x[order[s..s+n)], seeds into out[off..off+k).
-extern "C" __global__ void kmeans_pp(const float* __restrict__ x, const int d,
-                                     const long long* __restrict__ order, const long long* __restrict__ starts,
+// One block per leaf: k-means++ over the leaf's rows x[s..s+n) (D columns, weights w), seeds into
+// out[off..off+k).
+// Thread t owns rows t, t + T, t + 2T, ...; the draw walks the rows in that order.
+extern "C" __global__ void kmeans_pp(const float* __restrict__ x, const float* __restrict__ w,
+                                     const long long* __restrict__ starts,
                                      const long long* __restrict__ ks, const long long* __restrict__ offsets,
                                      float* __restrict__ dist, float* __restrict__ out,
                                      const unsigned long long seed) {
-    __shared__ double part[SEED_THREADS];
+    __shared__ double part[THREADS];
     __shared__ long long chosen;
     const long long leaf = blockIdx.x, s = starts[leaf], n = starts[leaf + 1] - s, k = ks[leaf];
-    const long long off = offsets[leaf], per = (n + blockDim.x - 1) / blockDim.x;
-    const long long lo = min(n, per * threadIdx.x), hi = min(n, lo + per);
-    for (long long p = lo; p < hi; ++p) dist[s + p] = __int_as_float(0x7f800000);  // +inf
-    if (threadIdx.x == 0) chosen = min(n - 1, (long long)(uniform01(seed, leaf, 0) * n));
+    const long long off = offsets[leaf];
+    const int T = blockDim.x, t0 = threadIdx.x;
+    for (long long p = t0; p < n; p += T) dist[s + p] = __int_as_float(0x7f800000);  // +inf
+    if (t0 == 0) chosen = min(n - 1, (long long)(uniform01(seed, leaf, 0) * n));
     __syncthreads();
     for (long long i = 0; i < k; ++i) {
-        const float* c = x + order[s + chosen] * d;
-        float* o = out + (off + i) * d;
-        for (int j = threadIdx.x; j < d; j += blockDim.x) o[j] = c[j];
+        const float* c = x + (s + chosen) * D;
+        float* o = out + (off + i) * D;
+        for (int j = t0; j < D; j += T) o[j] = c[j];
         if (i + 1 == k) break;
+        float cr[D];
+        for (int j = 0; j < D; ++j) cr[j] = c[j];
         double sum = 0.0;
-        for (long long p = lo; p < hi; ++p) {
-            const float* r = x + order[s + p] * d;
+        for (long long p = t0; p < n; p += T) {
+            const float* r = x + (s + p) * D;
             float acc = 0.0f;
-            for (int j = 0; j < d; ++j) { float diff = r[j] - c[j]; acc += diff * diff; }
+            for (int j = 0; j < D; ++j) { float diff = r[j] - cr[j]; acc += diff * diff; }
             float dp = fminf(dist[s + p], acc);
             dist[s + p] = dp;
-            sum += dp;
+            sum += (double)dp * w[s + p];
         }
-        part[threadIdx.x] = sum;
+        part[t0] = sum;
         __syncthreads();
-        if (threadIdx.x == 0) {
+        if (t0 == 0) {
             double total = 0.0;
-            for (int t = 0; t < blockDim.x; ++t) total += part[t];
+            for (int t = 0; t < T; ++t) total += part[t];
             double u = uniform01(seed, leaf, i + 1);
             long long pick = min(n - 1, (long long)(u * n));
             if (total > 0.0) {
                 double target = u * total, acc = 0.0;
                 int t = 0;
-                while (t + 1 < (int)blockDim.x && acc + part[t] <= target) acc += part[t++];
-                long long a = min(n, per * t), b = min(n, a + per);
-                pick = b - 1;
-                for (long long p = a; p < b; ++p) {
-                    acc += dist[s + p];
-                    if (acc > target) { pick = p; break; }
+                while (t + 1 < T && acc + part[t] <= target) acc += part[t++];
+                for (long long p = t; p < n; p += T) {
+                    pick = p;
+                    acc += (double)dist[s + p] * w[s + p];
+                    if (acc > target) break;
                 }
             }
             chosen = pick;
@@ -356,18 +414,55 @@ extern "C" __global__ void kmeans_pp(const float* __restrict__ x, const int d,
         __syncthreads();
     }
 }
+
+// One thread per row: the nearest centroid among its leaf's (lowest index on ties) and the distance.
+extern "C" __global__ void assign(const float* __restrict__ x, const long long n,
+                                  const int* __restrict__ point_leaf, const long long* __restrict__ offsets,
+                                  const float* __restrict__ cent, long long* __restrict__ labels,
+                                  float* __restrict__ dist) {
+    const long long p = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (p >= n) return;
+    float r[D];
+    for (int j = 0; j < D; ++j) r[j] = x[p * D + j];
+    const int leaf = point_leaf[p];
+    long long best = offsets[leaf];
+    float bd = __int_as_float(0x7f800000);
+    for (long long c = offsets[leaf]; c < offsets[leaf + 1]; ++c) {
+        const float* cc = cent + c * D;
+        float acc = 0.0f;
+        for (int j = 0; j < D; ++j) { float diff = r[j] - cc[j]; acc += diff * diff; }
+        if (acc < bd) { bd = acc; best = c; }
+    }
+    labels[p] = best;
+    dist[p] = bd;
+}
 """
-_kernel = None
+_modules: dict[int, object] = {}
 
 
-def _kmeans_pp_gpu(cp, x, order, starts, ks, offsets, seed):
-    global _kernel
-    if _kernel is None:
-        _kernel = cp.RawKernel(_KMEANS_PP_CUDA.replace("SEED_THREADS", str(SEED_THREADS)), "kmeans_pp")
-    x = cp.ascontiguousarray(x, dtype=cp.float32)
-    out = cp.empty((int(offsets[-1]), x.shape[1]), cp.float32)
-    dist = cp.empty(len(order), cp.float32)
-    args = (x, np.int32(x.shape[1]), cp.asarray(order), cp.asarray(starts), cp.asarray(ks),
-            cp.asarray(offsets), dist, out, np.uint64(seed))
-    _kernel((len(ks),), (SEED_THREADS,), args)
+def _module(cp, d: int):
+    """The CUDA kernels compiled for rows of ``d`` floats (loops unrolled), once per process."""
+    if d not in _modules:
+        code = _CUDA.replace("THREADS", str(SEED_THREADS))
+        _modules[d] = cp.RawModule(code=f"#define D {d}\n" + code)
+    return _modules[d]
+
+
+def _kmeans_pp_gpu(cp, xs, ws, starts, ks, offsets, seed):
+    xs = cp.ascontiguousarray(xs, dtype=cp.float32)
+    ws = cp.ascontiguousarray(ws, dtype=cp.float32)
+    out = cp.empty((int(offsets[-1]), xs.shape[1]), cp.float32)
+    dist = cp.empty(xs.shape[0], cp.float32)
+    kernel = _module(cp, xs.shape[1]).get_function("kmeans_pp")
+    kernel((len(ks),), (SEED_THREADS,), (xs, ws, cp.asarray(starts), cp.asarray(ks), cp.asarray(offsets),
+                                         dist, out, np.uint64(seed)))
     return out
+
+
+def _assign_gpu(cp, xs, point_leaf, offsets, cent):
+    n = xs.shape[0]
+    labels = cp.empty(n, cp.int64)
+    dist = cp.empty(n, cp.float32)
+    kernel = _module(cp, xs.shape[1]).get_function("assign")
+    kernel(((n + 255) // 256,), (256,), (xs, np.int64(n), point_leaf, offsets, cent, labels, dist))
+    return labels, dist

@@ -21,7 +21,8 @@ the specification leaves a choice, so that the files compare: Gaussians in its M
 images ``ceil(√n / 4)·4`` wide and ``ceil(n / width / 4)·4`` high with zeroed padding, its
 truncating byte conversions, codebooks from the same histogram-and-dynamic-programming 1-D
 quantiser, a palette of ``min(64, 2^floor(log2(n / 1024)))·1024`` entries. The palette itself comes
-from our own deterministic two-level k-means (:mod:`rasterizer.kmeans`, GPU when there is one).
+from our own deterministic k-means (:mod:`rasterizer.kmeans`, GPU when there is one): k-means++
+seeds, leaves, each Gaussian weighted by :func:`sh_weights`.
 WebP is libwebp's lossless encoder at the reference's default settings, plus ``exact`` so that
 fully transparent pixels keep their RGB. Same scene → same bytes.
 
@@ -131,6 +132,7 @@ def write_sog(scene: Scene, path: str | os.PathLike, *, iterations: int = KMEANS
     workers = workers or min(8, os.cpu_count() or 1)
     images: dict[str, object] = {}   # member name -> Future of its WebP bytes
     with ThreadPoolExecutor(max_workers=workers) as pool:
+        # the 1-D codebooks are built by the pool while this thread orders, packs and clusters
         scales_q = pool.submit(quantize_1d, scene.scales.T.ravel())
         colors_q = pool.submit(quantize_1d, scene.sh[:, 0, :].T.ravel())
 
@@ -142,32 +144,14 @@ def write_sog(scene: Scene, path: str | os.PathLike, *, iterations: int = KMEANS
         encode(FILES["means"][0], _pixels(lo, width, height))
         encode(FILES["means"][1], _pixels(hi, width, height))
         encode(FILES["quats"][0], _pixels(encode_quats(scene.quats[order]), width, height))
+        log.info("SOG: Morton order, positions and rotations packed (%.2f s)", time.perf_counter() - t0)
 
-        scales_cb, scales_lab = scales_q.result()
-        encode(FILES["scales"][0], _pixels(_with_alpha(scales_lab.reshape(3, n).T[order]), width, height))
-        colors_cb, colors_lab = colors_q.result()
-        sh0 = np.empty((n, 4), np.uint8)
-        sh0[:, :3] = colors_lab.reshape(3, n).T[order]
-        sh0[:, 3] = encode_opacity(scene.opacities[order])
-        encode(FILES["sh0"][0], _pixels(sh0, width, height))
-        log.info("SOG: positions, rotations, scales and colours quantised (%.2f s)", time.perf_counter() - t0)
-
-        meta = {
-            "version": VERSION,
-            "asset": {"generator": GENERATOR},
-            "count": n,
-            "antialias": False,
-            "means": {"mins": mins, "maxs": maxs, "files": FILES["means"]},
-            "scales": {"codebook": _floats(scales_cb), "files": FILES["scales"]},
-            "quats": {"files": FILES["quats"]},
-            "sh0": {"codebook": _floats(colors_cb), "files": FILES["sh0"]},
-        }
-        palette, km_seconds, km_device = 0, 0.0, ""
+        shn, km = None, None
         if degree > 0:
             palette = palette_size(n)
             coeffs = SH_COEFFS[degree]
-            km = kmeans(_rows(scene.sh[:, 1:, :]), palette, iterations=iterations, seed=seed, device=device)
-            km_seconds, km_device = km.seconds, km.device
+            km = kmeans(_rows(scene.sh[:, 1:, :]), palette, iterations=iterations, seed=seed, device=device,
+                        weights=sh_weights(scene))
             # the clustered rows are (coefficient, channel) pairs; the codebook pools all of them
             cb, cb_lab = quantize_1d(km.centroids.T.ravel())
             cb_lab = cb_lab.reshape(coeffs, 3, palette).transpose(1, 0, 2)   # [channel, coefficient, entry]
@@ -182,14 +166,43 @@ def write_sog(scene: Scene, path: str | os.PathLike, *, iterations: int = KMEANS
             lab[:, 1] = labels >> 8
             lab[:, 3] = 255
             encode(FILES["shN"][1], _pixels(lab, width, height))
-            meta["shN"] = {"count": palette, "bands": degree, "codebook": _floats(cb), "files": FILES["shN"]}
-        blobs = {name: fut.result() for name, fut in images.items()}
+            shn = {"count": palette, "bands": degree, "codebook": _floats(cb), "files": FILES["shN"]}
+
+        scales_cb, scales_lab = scales_q.result()
+        encode(FILES["scales"][0], _pixels(_with_alpha(scales_lab.reshape(3, n).T[order]), width, height))
+        colors_cb, colors_lab = colors_q.result()
+        sh0 = np.empty((n, 4), np.uint8)
+        sh0[:, :3] = colors_lab.reshape(3, n).T[order]
+        sh0[:, 3] = encode_opacity(scene.opacities[order])
+        encode(FILES["sh0"][0], _pixels(sh0, width, height))
+        log.info("SOG: scales, colours%s quantised (%.2f s)", " and SH palette" if shn else "",
+                 time.perf_counter() - t0)
+        blobs = {name: images[name].result() for key in FILES for name in FILES[key] if name in images}
+    meta = {
+        "version": VERSION,
+        "asset": {"generator": GENERATOR},
+        "count": n,
+        "antialias": False,
+        "means": {"mins": mins, "maxs": maxs, "files": FILES["means"]},
+        "scales": {"codebook": _floats(scales_cb), "files": FILES["scales"]},
+        "quats": {"files": FILES["quats"]},
+        "sh0": {"codebook": _floats(colors_cb), "files": FILES["sh0"]},
+        **({"shN": shn} if shn else {}),
+    }
     meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
     atomic_write(path, lambda f: _write_zip(f, meta_bytes, blobs))
-    stats = SogStats(path, n, degree, palette, width, height, path.stat().st_size,
-                     time.perf_counter() - t0, km_seconds, km_device)
+    stats = SogStats(path, n, degree, shn["count"] if shn else 0, width, height, path.stat().st_size,
+                     time.perf_counter() - t0, km.seconds if km else 0.0, km.device if km else "")
     log.info("SOG: wrote %s (%d bytes, %.2f s)", path, stats.bytes, stats.seconds)
     return stats
+
+
+def sh_weights(scene: Scene) -> np.ndarray:
+    """How much a Gaussian's SH error can show in a render: its opacity times the geometric mean of
+    its two largest axes (the square root of its largest cross-section). The palette's k-means
+    weighs each Gaussian by it, so big opaque Gaussians get their view-dependent colour first."""
+    s = np.sort(scene.scales, axis=1).astype(np.float64)
+    return (scene.sigmoid_opacities() * np.exp(0.5 * (s[:, 1] + s[:, 2]))).astype(np.float32)
 
 
 def _check_finite(scene: Scene) -> None:

