@@ -9,7 +9,8 @@ those of another random Gaussian, so that the k-means faces as many distinct coe
 as Gaussians, as in a real capture (a plain tiling would repeat 1,000 of them). Then, in a
 fresh process each, ``--repeat`` times after one warm-up (numba's JIT cache): our PLY → .sog
 (load + write) — wall time, the k-means share, peak RSS of the process and its peak above what it
-held before loading. With ``--reference``: splat-transform on the same PLY (CPU k-means
+held before loading — and the fidelity of the result: SH error against the source and the PSNR of
+renders of the decoded file against renders of the source at the two preview cameras. With ``--reference``: splat-transform on the same PLY (CPU k-means
 unless ``--reference-gpu``; ``--reference-iterations`` lowers its k-means iterations, whose CPU
 path takes hours on a million Gaussians). Prints sizes (against the PLY and each other), times,
 memory and the SH error of each file against the source, with the targets beside them.
@@ -154,22 +155,43 @@ def run_reference(src: Path, dst: Path, iterations: int, gpu: bool, timeout: flo
     return {"process_s": wall, "peak_rss": after * 1024 if after > before else None}
 
 
-def sh_error(sog_path: Path, source) -> float:
-    """Mean squared error per SH band 1-3 coefficient of a SOG against the source (texel order)."""
-    from rasterizer.sog import morton_order, read_sog
+def fidelity(sog_path: Path, source, cams, ref_images, backend: str) -> dict:
+    """A SOG against its source: SH bands 1-3 error (plain, and weighted as the k-means weighs
+    Gaussians) and the render PSNR over ``cams`` (pooled squared error)."""
+    from rasterizer.imageio import psnr
+    from rasterizer.render import Prepared
+    from rasterizer.sog import morton_order, read_sog, sh_weights
     dec = read_sog(sog_path)
-    src = source.sh[morton_order(source.means)]
-    return float(np.mean((dec.sh[:, 1:] - src[:, 1:]) ** 2))
+    order = morton_order(source.means)
+    err = ((dec.sh[:, 1:] - source.sh[order, 1:]) ** 2).mean(axis=(1, 2))
+    w = sh_weights(source)[order].astype(np.float64)
+    prepared = Prepared(dec, backend)
+    mse = np.mean([10 ** (-psnr(prepared.render(cam).rgb, ref_images[k]) / 10) for k, cam in cams.items()])
+    return {"sh_mse": float(err.mean()), "sh_wmse": float((err * w).sum() / w.sum()),
+            "psnr": float(-10 * np.log10(mse))}
+
+
+RENDER_SIZE = (480, 270)
 
 
 def bench_sog(n: int = 1_000_000, device: str = "auto", repeat: int = 1, reference: bool = False,
               reference_iterations: int = 10, reference_gpu: bool = False, reference_timeout: float = 3600,
-              source: Path | None = None) -> dict:
+              source: Path | None = None, render_backend: str = "auto") -> dict:
+    from rasterizer.preview import preview_cameras
+    from rasterizer.render import Prepared
     from rasterizer.scene import load_scene
     with tempfile.TemporaryDirectory(prefix="bench-sog-") as tmp:
         tmp = Path(tmp)
         ply = make_sh3_ply(tmp / "sh3.ply", n, source)
         res = {"gaussians": n, "ply_bytes": ply.stat().st_size, "cpus": os.cpu_count()}
+        if reference:   # first: the peak RSS of children is the largest child's so far
+            try:
+                splat_transform_cli()
+                ref = run_reference(ply, tmp / "theirs.sog", reference_iterations, reference_gpu, reference_timeout)
+            except ReferenceUnavailable as e:
+                ref = {"error": str(e)}
+            ref["iterations"] = reference_iterations
+            res["reference"] = ref
         run_ours(ply, tmp / "warm.sog", device)          # numba compiles (and caches) here
         runs = [run_ours(ply, tmp / "ours.sog", device) for _ in range(repeat)]
         res["ours"] = {k: statistics.median(r[k] for r in runs) if isinstance(runs[0][k], float) else runs[0][k]
@@ -177,19 +199,15 @@ def bench_sog(n: int = 1_000_000, device: str = "auto", repeat: int = 1, referen
         res["ours"]["peak_rss"] = max(r["peak_rss"] for r in runs)
         res["ours"]["peak_above_start"] = max(r["peak_above_start"] for r in runs)
         res["ours"]["bytes"] = (tmp / "ours.sog").stat().st_size
-        source_scene = load_scene(ply)
-        res["ours"]["sh_mse"] = sh_error(tmp / "ours.sog", source_scene)
-        if reference:
-            try:
-                splat_transform_cli()
-                ref = run_reference(ply, tmp / "theirs.sog", reference_iterations, reference_gpu, reference_timeout)
-            except ReferenceUnavailable as e:
-                ref = {"error": str(e)}
-            ref["iterations"] = reference_iterations
-            if "error" not in ref:
-                ref["bytes"] = (tmp / "theirs.sog").stat().st_size
-                ref["sh_mse"] = sh_error(tmp / "theirs.sog", source_scene)
-            res["reference"] = ref
+        source = load_scene(ply)
+        cams = preview_cameras(source, size=RENDER_SIZE)
+        prepared = Prepared(source, render_backend)
+        ref_images = {k: prepared.render(cam).rgb for k, cam in cams.items()}
+        del prepared
+        res["ours"].update(fidelity(tmp / "ours.sog", source, cams, ref_images, render_backend))
+        if reference and "error" not in res["reference"]:
+            res["reference"]["bytes"] = (tmp / "theirs.sog").stat().st_size
+            res["reference"].update(fidelity(tmp / "theirs.sog", source, cams, ref_images, render_backend))
     return res
 
 
@@ -203,16 +221,18 @@ def main(argv=None) -> int:
     ap.add_argument("--reference-gpu", action="store_true", help="let splat-transform use a WebGPU device")
     ap.add_argument("--reference-timeout", type=float, default=3600)
     ap.add_argument("--source", type=Path, default=None, help="PLY to tile (default: the real SH-3 scene)")
+    ap.add_argument("--render-backend", choices=["numpy", "cpu", "gpu", "auto"], default="auto",
+                    help="renderer for the PSNR figures (default auto)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = ap.parse_args(argv)
     r = bench_sog(args.gaussians, args.device, args.repeat, args.reference, args.reference_iterations,
-                  args.reference_gpu, args.reference_timeout, args.source)
+                  args.reference_gpu, args.reference_timeout, args.source, args.render_backend)
     mib = 1 << 20
     o = r["ours"]
     print(f"PLY → .sog, {r['gaussians']:,} Gaussians SH-3, PLY {r['ply_bytes'] / mib:.1f} MiB, {r['cpus']} CPUs, "
           f"median of {args.repeat}")
     print(f"  ours       {o['bytes'] / mib:7.2f} MiB  PLY/ours {r['ply_bytes'] / o['bytes']:5.1f}x (target 15-20x)   "
-          f"SH MSE {o['sh_mse']:.3g}")
+          f"render PSNR {o['psnr']:.2f} dB, SH MSE {o['sh_mse']:.3g} (weighted {o['sh_wmse']:.3g})")
     print(f"             load + write {o['wall_s']:.2f} s (load {o['load_s']:.2f}, write {o['write_s']:.2f}, "
           f"k-means {o['kmeans_s']:.2f} on the {o['kmeans_device']}), process {o['process_s']:.2f} s")
     print(f"             peak RSS {o['peak_rss'] / mib:.0f} MiB, {o['peak_above_start'] / mib:.0f} MiB above the "
@@ -224,10 +244,11 @@ def main(argv=None) -> int:
         else:
             peak = f"{ref['peak_rss'] / mib:.0f} MiB" if ref["peak_rss"] else "n/a"
             print(f"  splat-transform {SPLAT_TRANSFORM_VERSION} ({ref['iterations']} k-means iterations): "
-                  f"{ref['bytes'] / mib:.2f} MiB, SH MSE {ref['sh_mse']:.3g}, process {ref['process_s']:.1f} s, "
-                  f"peak RSS {peak}")
-            print(f"  ours/theirs: size {o['bytes'] / ref['bytes']:.3f} (target ≤ 1.05), "
-                  f"time {o['process_s'] / ref['process_s']:.3f} (target < 1), SH MSE {o['sh_mse'] / ref['sh_mse']:.2f}")
+                  f"{ref['bytes'] / mib:.2f} MiB, render PSNR {ref['psnr']:.2f} dB, SH MSE {ref['sh_mse']:.3g} "
+                  f"(weighted {ref['sh_wmse']:.3g}), process {ref['process_s']:.1f} s, peak RSS {peak}")
+            print(f"  ours/theirs: size {o['bytes'] / ref['bytes']:.3f} (target ≤ 1.05), time "
+                  f"{o['process_s'] / ref['process_s']:.3f} (target < 1), PSNR {o['psnr'] - ref['psnr']:+.2f} dB "
+                  f"(target ≥ 0)")
     if args.json:
         print(json.dumps(r, indent=1, default=str))
     return 0

@@ -51,6 +51,9 @@ CELL_SAMPLE = 64
 FLAT_BUDGET = {"cpu": 1 << 22, "gpu": 1 << 27}
 #: rows per distance block (bounds the n×k distance matrix held at once)
 BLOCK_ROWS = 1 << 14
+#: smallest weight, relative to the largest: cluster sums are differences of running sums over
+#: up to n points, so a cluster's weight must stay well above n·1e-16 of the total
+WEIGHT_FLOOR = 1e-5
 #: threads per leaf of the GPU seeding kernel
 SEED_THREADS = 256
 LOG_EVERY_S = 2.0
@@ -102,7 +105,13 @@ def kmeans(points: np.ndarray, k: int, iterations: int = 10, seed: int = 0, devi
         cent = np.concatenate([cent, np.repeat(cent[-1:], k - n, axis=0)])
         return KMeansResult(cent, np.arange(n, dtype=np.uint32), 1, name, time.perf_counter() - t0)
     x = xp.asarray(points, dtype=xp.float32)
-    w = xp.ones(n, xp.float32) if weights is None else xp.asarray(weights, dtype=xp.float32)
+    if weights is None:
+        w = xp.ones(n, xp.float32)
+    else:   # scaled to a maximum of 1 and floored, so that per-cluster sums keep their precision
+        wh = np.asarray(weights, np.float64)
+        if not (np.isfinite(wh).all() and (wh > 0).all()):
+            raise ValueError("k-means weights must be finite and positive")
+        w = xp.asarray(np.maximum(wh / wh.max(), WEIGHT_FLOOR).astype(np.float32))
     leaves: list[tuple[np.ndarray | None, int]] = []
     _partition(xp, name, x, w, None, k, iterations, (seed,), leaves)
     log.info("k-means (%s): %d points x %d dims -> %d centroids in %d leaves, %d iterations (%.2f s)",
