@@ -74,6 +74,7 @@ KMEANS_ITERATIONS = 10             # splat-transform's default (-i / --sh-iterat
 #: method 4) plus ``exact``: keep the RGB of fully transparent pixels (alpha = opacity can be 0)
 WEBP = {"lossless": True, "quality": 70, "method": 4, "exact": True}
 MAX_META_BYTES = 16 << 20
+CHUNK = 1 << 18                    # rows per chunk of the per-Gaussian encoders
 GENERATOR = "splatter rasterizer.sog"
 SQRT2 = math.sqrt(2.0)
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")   # a local file header, or the end record of an empty ZIP
@@ -132,9 +133,10 @@ def write_sog(scene: Scene, path: str | os.PathLike, *, iterations: int = KMEANS
     workers = workers or min(8, os.cpu_count() or 1)
     images: dict[str, object] = {}   # member name -> Future of its WebP bytes
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        # the 1-D codebooks are built by the pool while this thread orders, packs and clusters
-        scales_q = pool.submit(quantize_1d, scene.scales.T.ravel())
-        colors_q = pool.submit(quantize_1d, scene.sh[:, 0, :].T.ravel())
+        # the 1-D codebooks are built by the pool (one after the other: each holds a few arrays of
+        # all the values) while this thread orders, packs and clusters
+        codebooks = pool.submit(lambda: (quantize_1d(scene.scales.T.ravel()),
+                                         quantize_1d(scene.sh[:, 0, :].T.ravel())))
 
         def encode(name, rgba, w=width, h=height):
             images[name] = pool.submit(encode_webp, rgba, w, h, name)
@@ -168,9 +170,8 @@ def write_sog(scene: Scene, path: str | os.PathLike, *, iterations: int = KMEANS
             encode(FILES["shN"][1], _pixels(lab, width, height))
             shn = {"count": palette, "bands": degree, "codebook": _floats(cb), "files": FILES["shN"]}
 
-        scales_cb, scales_lab = scales_q.result()
+        (scales_cb, scales_lab), (colors_cb, colors_lab) = codebooks.result()
         encode(FILES["scales"][0], _pixels(_with_alpha(scales_lab.reshape(3, n).T[order]), width, height))
-        colors_cb, colors_lab = colors_q.result()
         sh0 = np.empty((n, 4), np.uint8)
         sh0[:, :3] = colors_lab.reshape(3, n).T[order]
         sh0[:, 3] = encode_opacity(scene.opacities[order])
@@ -293,8 +294,12 @@ def morton_order(means: np.ndarray, bucket: int = 256) -> np.ndarray:
             continue
         with np.errstate(divide="ignore"):
             mul = np.where(ext == 0, 0.0, 1024.0 / ext)
-        q = np.minimum(1023.0, (p.astype(np.float64) - lo) * mul).astype(np.uint32)
-        code = _part1by2(q[:, 0]) + (_part1by2(q[:, 1]) << np.uint32(1)) + (_part1by2(q[:, 2]) << np.uint32(2))
+        code = np.empty(len(p), np.uint32)
+        for a in range(0, len(p), CHUNK):
+            q = np.minimum(1023.0, (p[a:a + CHUNK].astype(np.float64) - lo) * mul).astype(np.uint32)
+            code[a:a + CHUNK] = (_part1by2(q[:, 0]) + (_part1by2(q[:, 1]) << np.uint32(1))
+                                 + (_part1by2(q[:, 2]) << np.uint32(2)))
+        del p
         sub = np.argsort(code, kind="stable")
         order[s:e] = idx[sub]
         code = code[sub]
@@ -310,22 +315,39 @@ def log_transform(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.log(np.abs(x) + 1.0)
 
 
+def _by_chunks(encode, rows: np.ndarray) -> np.ndarray:
+    """(n, 4) bytes of ``encode`` applied to ``rows`` a chunk at a time (its float64 temporaries stay small)."""
+    out = np.empty((len(rows), 4), np.uint8)
+    for a in range(0, len(rows), CHUNK):
+        out[a:a + CHUNK] = encode(rows[a:a + CHUNK])
+    return out
+
+
 def encode_means(means: np.ndarray):
     """Low and high bytes (n, 4) of the 16-bit log-domain positions, and meta's mins / maxs."""
     mins = log_transform(means.min(axis=0))
     maxs = log_transform(means.max(axis=0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        q = 65535.0 * (log_transform(means) - mins) / (maxs - mins)
-    q = np.nan_to_num(q, nan=0.0).astype(np.uint32)  # truncation, as the reference's `x & 0xff`
-    lo = np.full((len(means), 4), 255, np.uint8)
-    hi = np.full((len(means), 4), 255, np.uint8)
-    lo[:, :3] = q & 0xFF
-    hi[:, :3] = (q >> 8) & 0xFF
-    return lo, hi, [float(v) for v in mins], [float(v) for v in maxs]
+
+    def q16(m):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            q = 65535.0 * (log_transform(m) - mins) / (maxs - mins)
+        return np.nan_to_num(q, nan=0.0).astype(np.uint32)  # truncation, as the reference's `x & 0xff`
+
+    def low(m):
+        return np.concatenate([q16(m) & 0xFF, np.full((len(m), 1), 255, np.uint32)], axis=1)
+
+    def high(m):
+        return np.concatenate([(q16(m) >> 8) & 0xFF, np.full((len(m), 1), 255, np.uint32)], axis=1)
+
+    return _by_chunks(low, means), _by_chunks(high, means), [float(v) for v in mins], [float(v) for v in maxs]
 
 
 def encode_quats(quats: np.ndarray) -> np.ndarray:
     """Smallest-three bytes (n, 4): the other three components ·√2 to 0..255, A = 252 + dropped."""
+    return _by_chunks(_quat_bytes, quats)
+
+
+def _quat_bytes(quats: np.ndarray) -> np.ndarray:
     q = quats.astype(np.float64)
     norm = np.sqrt(q[:, 0] * q[:, 0] + q[:, 1] * q[:, 1] + q[:, 2] * q[:, 2] + q[:, 3] * q[:, 3])
     q = q / norm[:, None]
@@ -368,8 +390,20 @@ def quantize_1d(values: np.ndarray, k: int = CODEBOOK_SIZE, alpha: float = 0.5):
     bins_n = min(1024, nval)
     iqr = srt[math.floor(nval * 0.75)] - srt[math.floor(nval * 0.25)]
     beta = max(0.5, min(0.999, 1.0 - iqr / vrange))
-    pos = bins_n * (beta * (np.arange(nval) / nval) + (1.0 - beta) * ((srt - vmin) / vrange))
-    bins = np.minimum(bins_n - 1, np.floor(pos)).astype(np.int64)
+    # bin = min(H - 1, floor(H·(β·i/N + (1 - β)·(v - min)/range))), in place to keep the peak low
+    pos = np.arange(nval, dtype=np.float64)
+    pos /= nval
+    pos *= beta
+    uni = srt - vmin
+    uni /= vrange
+    uni *= 1.0 - beta
+    pos += uni
+    del uni
+    pos *= bins_n
+    np.floor(pos, out=pos)
+    np.minimum(pos, bins_n - 1, out=pos)
+    bins = pos.astype(np.int32)
+    del pos
     counts = np.bincount(bins, minlength=bins_n).astype(np.float64)
     sums = np.bincount(bins, weights=srt, minlength=bins_n)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -385,7 +419,9 @@ def quantize_1d(values: np.ndarray, k: int = CODEBOOK_SIZE, alpha: float = 0.5):
     codebook[:eff_k] = entries
     codebook[eff_k:] = entries[-1]
     mid = (codebook[:-1].astype(np.float64) + codebook[1:]) * 0.5
-    labels = np.searchsorted(mid, data.astype(np.float64), side="right").astype(np.uint8)
+    labels = np.empty(nval, np.uint8)
+    for a in range(0, nval, 1 << 20):   # in chunks: int64 indices of every value at once are big
+        labels[a:a + (1 << 20)] = np.searchsorted(mid, data[a:a + (1 << 20)].astype(np.float64), side="right")
     return codebook, labels
 
 
