@@ -256,16 +256,16 @@ def _means(xp, x, w, labels, dist, cent, groups=None):
     k = cent.shape[0]
     counts = xp.bincount(labels, minlength=k)
     order = _stable_argsort(xp, labels)
-    # segment sums as differences of float64 cumulative sums over the rows sorted by label:
-    # a fixed order of additions on either device, unlike scatter-adds
-    wo = w[order].astype(xp.float64)
-    csum = xp.cumsum(x[order] * wo[:, None], axis=0)
-    wsum = xp.cumsum(wo)
     ends = xp.cumsum(counts)
-    csum = xp.concatenate([xp.zeros((1, x.shape[1]), xp.float64), csum])
-    wsum = xp.concatenate([xp.zeros(1, xp.float64), wsum])
-    sums = csum[ends] - csum[ends - counts]
-    wsums = wsum[ends] - wsum[ends - counts]
+    if xp is np:
+        # segment sums as differences of float64 running sums over the rows sorted by label (a fixed
+        # order of additions, unlike scatter-adds; a leaf is small, so the differences keep precision)
+        wo = w[order].astype(np.float64)
+        csum = np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(x[order] * wo[:, None], axis=0)])
+        wsum = np.concatenate([np.zeros(1), np.cumsum(wo)])
+        sums, wsums = csum[ends] - csum[ends - counts], wsum[ends] - wsum[ends - counts]
+    else:   # one GPU thread per (centroid, column) adds its rows in sorted order, in float64
+        sums, wsums = _segment_sums_gpu(xp, x, w, order, ends - counts, ends)
     new = (sums / xp.where(counts > 0, wsums, 1.0)[:, None]).astype(xp.float32)
     empty = counts == 0
     n_empty = int(empty.sum())
@@ -424,6 +424,24 @@ extern "C" __global__ void kmeans_pp(const float* __restrict__ x, const float* _
     }
 }
 
+// Weighted row sums of each centroid's rows x[order[a[c]..b[c])], column D being the weight sum; one
+// thread per (centroid, column), adding in that order in double.
+extern "C" __global__ void segment_sums(const float* __restrict__ x, const float* __restrict__ w,
+                                        const long long* __restrict__ order, const long long* __restrict__ a,
+                                        const long long* __restrict__ b, const long long k,
+                                        double* __restrict__ sums, double* __restrict__ wsums) {
+    const long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (t >= k * (D + 1)) return;
+    const long long c = t / (D + 1);
+    const int j = (int)(t % (D + 1));
+    double acc = 0.0;
+    for (long long p = a[c]; p < b[c]; ++p) {
+        const long long r = order[p];
+        acc += (double)w[r] * (j < D ? (double)x[r * D + j] : 1.0);
+    }
+    if (j < D) sums[c * D + j] = acc; else wsums[c] = acc;
+}
+
 // One thread per row: the nearest centroid among its leaf's (lowest index on ties) and the distance.
 extern "C" __global__ void assign(const float* __restrict__ x, const long long n,
                                   const int* __restrict__ point_leaf, const long long* __restrict__ offsets,
@@ -466,6 +484,17 @@ def _kmeans_pp_gpu(cp, xs, ws, starts, ks, offsets, seed):
     kernel((len(ks),), (SEED_THREADS,), (xs, ws, cp.asarray(starts), cp.asarray(ks), cp.asarray(offsets),
                                          dist, out, np.uint64(seed)))
     return out
+
+
+def _segment_sums_gpu(cp, x, w, order, a, b):
+    k, d = len(a), x.shape[1]
+    sums = cp.empty((k, d), cp.float64)
+    wsums = cp.empty(k, cp.float64)
+    kernel = _module(cp, d).get_function("segment_sums")
+    threads = k * (d + 1)
+    kernel(((threads + 255) // 256,), (256,), (cp.ascontiguousarray(x), cp.ascontiguousarray(w), order,
+                                               a, b, np.int64(k), sums, wsums))
+    return sums, wsums
 
 
 def _assign_gpu(cp, xs, point_leaf, offsets, cent):

@@ -133,27 +133,31 @@ def write_sog(scene: Scene, path: str | os.PathLike, *, iterations: int = KMEANS
     workers = workers or min(8, os.cpu_count() or 1)
     images: dict[str, object] = {}   # member name -> Future of its WebP bytes
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        # the 1-D codebooks are built by the pool (one after the other: each holds a few arrays of
-        # all the values) while this thread orders, packs and clusters
-        codebooks = pool.submit(lambda: (quantize_1d(scene.scales.T.ravel()),
-                                         quantize_1d(scene.sh[:, 0, :].T.ravel())))
-
         def encode(name, rgba, w=width, h=height):
             images[name] = pool.submit(encode_webp, rgba, w, h, name)
 
-        order = morton_order(scene.means)
-        lo, hi, mins, maxs = encode_means(scene.means[order])
-        encode(FILES["means"][0], _pixels(lo, width, height))
-        encode(FILES["means"][1], _pixels(hi, width, height))
-        encode(FILES["quats"][0], _pixels(encode_quats(scene.quats[order]), width, height))
-        log.info("SOG: Morton order, positions and rotations packed (%.2f s)", time.perf_counter() - t0)
+        def pack():
+            """Morton order, then positions and rotations: the pool does this while the k-means runs."""
+            order = morton_order(scene.means)
+            lo, hi, mins, maxs = encode_means(scene.means[order])
+            encode(FILES["means"][0], _pixels(lo, width, height))
+            encode(FILES["means"][1], _pixels(hi, width, height))
+            encode(FILES["quats"][0], _pixels(encode_quats(scene.quats[order]), width, height))
+            log.info("SOG: Morton order, positions and rotations packed (%.2f s)", time.perf_counter() - t0)
+            return order, mins, maxs
 
-        shn, km = None, None
+        packed = pool.submit(pack)
+        # the 1-D codebooks: one after the other (each holds a few arrays of all the values)
+        codebooks = pool.submit(lambda: (quantize_1d(scene.scales.T.ravel()),
+                                         quantize_1d(scene.sh[:, 0, :].T.ravel())))
+        km = None
         if degree > 0:
-            palette = palette_size(n)
-            coeffs = SH_COEFFS[degree]
-            km = kmeans(_rows(scene.sh[:, 1:, :]), palette, iterations=iterations, seed=seed, device=device,
-                        weights=sh_weights(scene))
+            km = kmeans(_rows(scene.sh[:, 1:, :]), palette_size(n), iterations=iterations, seed=seed,
+                        device=device, weights=sh_weights(scene))
+        order, mins, maxs = packed.result()
+        shn = None
+        if km is not None:
+            palette, coeffs = len(km.centroids), SH_COEFFS[degree]
             # the clustered rows are (coefficient, channel) pairs; the codebook pools all of them
             cb, cb_lab = quantize_1d(km.centroids.T.ravel())
             cb_lab = cb_lab.reshape(coeffs, 3, palette).transpose(1, 0, 2)   # [channel, coefficient, entry]
@@ -315,9 +319,9 @@ def log_transform(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.log(np.abs(x) + 1.0)
 
 
-def _by_chunks(encode, rows: np.ndarray) -> np.ndarray:
-    """(n, 4) bytes of ``encode`` applied to ``rows`` a chunk at a time (its float64 temporaries stay small)."""
-    out = np.empty((len(rows), 4), np.uint8)
+def _by_chunks(encode, rows: np.ndarray, width: int = 4) -> np.ndarray:
+    """(n, width) bytes of ``encode`` applied to ``rows`` a chunk at a time (its float64 temporaries stay small)."""
+    out = np.empty((len(rows), width), np.uint8)
     for a in range(0, len(rows), CHUNK):
         out[a:a + CHUNK] = encode(rows[a:a + CHUNK])
     return out
@@ -331,15 +335,11 @@ def encode_means(means: np.ndarray):
     def q16(m):
         with np.errstate(invalid="ignore", divide="ignore"):
             q = 65535.0 * (log_transform(m) - mins) / (maxs - mins)
-        return np.nan_to_num(q, nan=0.0).astype(np.uint32)  # truncation, as the reference's `x & 0xff`
+        q = np.nan_to_num(q, nan=0.0).astype(np.uint32)  # truncation, as the reference's `x & 0xff`
+        return np.concatenate([q & 0xFF, q >> 8, np.full((len(m), 1), 255, np.uint32)], axis=1)
 
-    def low(m):
-        return np.concatenate([q16(m) & 0xFF, np.full((len(m), 1), 255, np.uint32)], axis=1)
-
-    def high(m):
-        return np.concatenate([(q16(m) >> 8) & 0xFF, np.full((len(m), 1), 255, np.uint32)], axis=1)
-
-    return _by_chunks(low, means), _by_chunks(high, means), [float(v) for v in mins], [float(v) for v in maxs]
+    both = _by_chunks(q16, means, 7)   # low bytes, high bytes, alpha 255
+    return both[:, [0, 1, 2, 6]], both[:, [3, 4, 5, 6]], [float(v) for v in mins], [float(v) for v in maxs]
 
 
 def encode_quats(quats: np.ndarray) -> np.ndarray:
