@@ -123,6 +123,8 @@ def write_sog(scene: Scene, path: str | os.PathLike, *, iterations: int = KMEANS
     n = len(scene)
     if n == 0:
         raise SceneError(f"{scene.source}: zero Gaussians; nothing to write")
+    if iterations < 1:
+        raise SceneError(f"k-means iterations must be at least 1, got {iterations}")
     _check_finite(scene)
     width, height = image_size(n)
     if width > MAX_SIDE or height > MAX_SIDE:
