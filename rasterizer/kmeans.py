@@ -50,7 +50,7 @@ CELL_SAMPLE = 64
 #: n·k up to which a set of points is one leaf on each device
 FLAT_BUDGET = {"cpu": 1 << 22, "gpu": 1 << 27}
 #: rows per distance block (bounds the n×k distance matrix held at once)
-BLOCK_ROWS = 1 << 14
+BLOCK_ROWS = 1 << 13
 #: smallest weight, relative to the largest: cluster sums are differences of running sums over
 #: up to n points, so a cluster's weight must stay well above n·1e-16 of the total
 WEIGHT_FLOOR = 1e-5

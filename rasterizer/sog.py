@@ -392,20 +392,18 @@ def quantize_1d(values: np.ndarray, k: int = CODEBOOK_SIZE, alpha: float = 0.5):
     bins_n = min(1024, nval)
     iqr = srt[math.floor(nval * 0.75)] - srt[math.floor(nval * 0.25)]
     beta = max(0.5, min(0.999, 1.0 - iqr / vrange))
-    # bin = min(H - 1, floor(H·(β·i/N + (1 - β)·(v - min)/range))), in place to keep the peak low
-    pos = np.arange(nval, dtype=np.float64)
-    pos /= nval
-    pos *= beta
-    uni = srt - vmin
-    uni /= vrange
-    uni *= 1.0 - beta
-    pos += uni
-    del uni
-    pos *= bins_n
-    np.floor(pos, out=pos)
-    np.minimum(pos, bins_n - 1, out=pos)
-    bins = pos.astype(np.int32)
-    del pos
+    # bin = min(H - 1, floor(H·(β·i/N + (1 - β)·(v - min)/range))), a chunk at a time (small temporaries)
+    bins = np.empty(nval, np.int32)
+    for a in range(0, nval, 1 << 20):
+        pos = np.arange(a, min(nval, a + (1 << 20)), dtype=np.float64)
+        pos /= nval
+        pos *= beta
+        uni = srt[a:a + (1 << 20)] - vmin
+        uni /= vrange
+        uni *= 1.0 - beta
+        pos += uni
+        pos *= bins_n
+        bins[a:a + (1 << 20)] = np.minimum(np.floor(pos), bins_n - 1)
     counts = np.bincount(bins, minlength=bins_n).astype(np.float64)
     sums = np.bincount(bins, weights=srt, minlength=bins_n)
     with np.errstate(invalid="ignore", divide="ignore"):
