@@ -32,7 +32,10 @@ from .layout import KINDS, analyse_layout
 from .preview import (AA_CPU, AA_GPU, DEFAULT_BACKGROUND, VIEWS, Bounds, PreviewError, parse_cut, parse_up,
                       plan_previews, robust_bounds, write_previews)
 from .render import Prepared
-from .scene import Scene, current_umask, load_scene
+from .scene import PLY_MAGIC, Scene, atomic_write, current_umask, load_scene, save_ply
+from .sog import KMEANS_ITERATIONS, write_sog
+from .splatfile import convert as convert_ply_to_splat
+from .splatfile import ply_to_splat_bytes
 from .stages import FAR
 
 log = logging.getLogger("rasterizer")
@@ -263,6 +266,62 @@ def add_preview(sub, common) -> None:
     v.set_defaults(func=cmd_preview)
 
 
+# --------------------------------------------------------------------------- convert
+
+CONVERT_FORMATS = (".sog", ".splat", ".ply")
+
+
+def _is_ply(path: str) -> bool:
+    p = Path(path)
+    if not p.is_file():
+        return False
+    with open(p, "rb") as f:
+        return f.read(4) in PLY_MAGIC
+
+
+def cmd_convert(args) -> int:
+    out = Path(args.out)
+    kind = out.suffix.lower()
+    if kind not in CONVERT_FORMATS:
+        raise SceneError(f"{out}: the output's extension must be one of {', '.join(CONVERT_FORMATS)} "
+                         "(it picks the format)")
+    if kind == ".splat" and _is_ply(args.scene):
+        # straight from the file, byte for byte what the job pipeline (and ply2splat) writes
+        stats = convert_ply_to_splat(args.scene, out)
+        log.info("wrote %s: %d Gaussians (%.2f s)", out, stats.count, stats.seconds)
+        return 0
+    scene = load(args.scene)
+    t0 = time.perf_counter()
+    if kind == ".sog":
+        write_sog(scene, out, iterations=args.iterations, device=args.device)
+    elif kind == ".splat":
+        cols = {"x": scene.means[:, 0], "y": scene.means[:, 1], "z": scene.means[:, 2],
+                "opacity": scene.opacities}
+        for i in range(3):
+            cols[f"scale_{i}"], cols[f"f_dc_{i}"] = scene.scales[:, i], scene.sh[:, 0, i]
+        for i in range(4):
+            cols[f"rot_{i}"] = scene.quats[:, i]
+        records = ply_to_splat_bytes(cols)
+        atomic_write(out, lambda f: f.write(records.view(np.uint8).data))
+    else:
+        save_ply(scene, out)
+    log.info("wrote %s: %d Gaussians, SH degree %d (%.2f s)", out, len(scene), scene.sh_degree,
+             time.perf_counter() - t0)
+    return 0
+
+
+def add_convert(sub, common) -> None:
+    c = sub.add_parser("convert", parents=[common],
+                       help="convert a scene to .sog, .splat or .ply (the output's extension picks the format)")
+    c.add_argument("scene", type=nonempty, help="scene file (.ply, .splat, .sog, or a SOG meta.json or its folder)")
+    c.add_argument("out", type=nonempty, help="output file: OUT.sog, OUT.splat or OUT.ply")
+    c.add_argument("--iterations", type=int_range(1, 1000), default=KMEANS_ITERATIONS,
+                   help=f"SOG: k-means iterations for the SH palette (default {KMEANS_ITERATIONS})")
+    c.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
+                   help="SOG: where the k-means runs (default auto: the GPU when CuPy sees one)")
+    c.set_defaults(func=cmd_convert)
+
+
 # --------------------------------------------------------------------------- info
 
 def cmd_info(args) -> int:
@@ -299,7 +358,7 @@ def add_info(sub, common) -> None:
 
 # --------------------------------------------------------------------------- the parser
 
-COMMANDS = (add_render, add_preview, add_info)
+COMMANDS = (add_render, add_preview, add_convert, add_info)
 
 
 def build_parser() -> ArgumentParser:

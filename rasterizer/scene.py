@@ -31,6 +31,7 @@ HEADER_MAX_BYTES = 1 << 20
 F_REST_COUNT = {0: 0, 9: 1, 24: 2, 45: 3}
 REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
             "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")
+PLY_MAGIC = (b"ply\n", b"ply\r")
 SPLAT_RECORD = np.dtype([("pos", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
 
 
@@ -76,12 +77,21 @@ class Scene:
 # --------------------------------------------------------------------------- loading
 
 def load_scene(path: str | os.PathLike) -> Scene:
-    """Load a PLY or ``.splat`` scene; the format is told by the first bytes, not the name."""
+    """Load a PLY, SOG (bundle, meta.json or its folder) or ``.splat`` scene, told by content.
+
+    PLY and SOG are recognised by their first bytes; ``.splat`` has no header and goes by its name.
+    """
+    from .sog import is_sog, read_sog  # sog builds on this module
+
     if os.fspath(path) in ("", b""):
         raise SceneError("the scene path is empty")
     path = Path(path)
     if not path.exists():
         raise SceneError(f"{path}: no such file")
+    if path.is_dir():
+        if is_sog(path):
+            return read_sog(path)
+        raise SceneError(f"{path}: a folder without a SOG meta.json, not a scene file")
     if not path.is_file():
         raise SceneError(f"{path}: not a file")
     try:
@@ -89,11 +99,14 @@ def load_scene(path: str | os.PathLike) -> Scene:
             magic = f.read(4)
     except OSError as e:
         raise SceneError(f"{path}: cannot read ({one_line(e.strerror or e)})") from None
-    if magic == b"ply\n" or magic == b"ply\r":
+    if magic in PLY_MAGIC:
         return load_ply(path)
+    if is_sog(path):
+        return read_sog(path)
     if path.suffix.lower() == ".splat":
         return load_splat(path)
-    raise SceneError(f"{path}: not a PLY file (no 'ply' header) and not a .splat file")
+    raise SceneError(f"{path}: not a PLY file (no 'ply' header), not a SOG (ZIP or meta.json) "
+                     "and not a .splat file")
 
 
 def load_ply(path: str | os.PathLike) -> Scene:

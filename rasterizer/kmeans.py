@@ -1,0 +1,506 @@
+"""Deterministic k-means for the SOG spherical-harmonics palette, on the CPU (NumPy + numba) or the GPU (CuPy).
+
+SOG stores SH bands 1-3 as a palette of up to 65,536 centroids of the 9/24/45 coefficients and a
+16-bit palette index per Gaussian (:mod:`rasterizer.sog`). A full Lloyd iteration over 1M points
+and 65,536 centroids is 3·10^12 multiply-adds: fine for a GPU, hours for two CPU cores. So the
+points are first split into **leaves** and each leaf is clustered on its own, the same way on both
+devices:
+
+1. **partition** — ``n`` points needing ``k`` centroids form one leaf when ``n·k`` is at most
+   :data:`FLAT_BUDGET` (or ``k >= n``). Otherwise they are split into ``k / cell_centroids``
+   cells: a k-means of that many centroids trained on a fixed random sample, each point going to
+   its nearest one; each cell gets a share of the ``k`` centroids proportional to its points
+   (largest remainder, at least one each) and is partitioned the same way.
+2. **seeding** — every leaf draws its first centroids by k-means++ (D² sampling: each next seed is
+   a point drawn with probability proportional to its squared distance to the nearest seed so far),
+   all leaves at once: a numba loop on the CPU, one CUDA block per leaf on the GPU. The draws come
+   from a counter-based generator (splitmix64 of the seed, the leaf and the step).
+3. **Lloyd** — per leaf, ``iterations`` rounds of assignment (nearest centroid by squared
+   Euclidean distance, ties to the lower index) and update (each centroid moves to the mean of its
+   points; an empty one moves onto the point farthest from its centroid). The labels returned are
+   those of the last assignment; every centroid that has points is their mean.
+
+Points may carry weights (the SOG writer weighs each Gaussian by how much of the image it can
+cover): centroids are then weighted means and seeds are drawn with probability ∝ weight × D².
+
+A point is only compared with the centroids of its own leaf, which divides the work by the number
+of leaves; k-means++ seeding more than makes up for the leaves' borders (it is what the reference
+tool, plain Lloyd from random points, lacks). Leaves are larger on the GPU (more centroids each:
+better, and fewer kernel launches) than on the CPU (:data:`CELL_CENTROIDS`).
+
+Deterministic: the random choices come from the seed (NumPy generators seeded with it and the
+cell's path, the counter-based draws), sums over points are taken in a fixed order in float64.
+The same input on the same device gives the same palette on every run; the CPU and the GPU differ.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange
+
+log = logging.getLogger(__name__)
+
+#: centroids per partition cell (the average k of a leaf) on each device
+CELL_CENTROIDS = {"cpu": 128, "gpu": 1024}
+#: sample points per centroid used to train a partition's cells
+CELL_SAMPLE = 64
+#: n·k up to which a set of points is one leaf on each device
+FLAT_BUDGET = {"cpu": 1 << 22, "gpu": 1 << 27}
+#: rows per distance block (bounds the n×k distance matrix held at once)
+BLOCK_ROWS = 1 << 13
+#: smallest weight, relative to the largest: cluster sums are differences of running sums over
+#: up to n points, so a cluster's weight must stay well above n·1e-16 of the total
+WEIGHT_FLOOR = 1e-5
+#: threads per leaf of the GPU seeding kernel
+SEED_THREADS = 256
+LOG_EVERY_S = 2.0
+
+
+@dataclass
+class KMeansResult:
+    centroids: np.ndarray   # (k, d) float32
+    labels: np.ndarray      # (n,) uint32, each < k
+    leaves: int             # leaves the points were split into (1: plain k-means)
+    device: str             # "cpu" or "gpu"
+    seconds: float
+
+
+def array_module(device: str = "auto"):
+    """``(xp, name)``: NumPy for ``cpu``, CuPy for ``gpu``; ``auto`` takes the GPU when CuPy sees one."""
+    from .backends import gpu_unavailable_reason
+    from .errors import BackendUnavailable
+
+    if device not in ("auto", "cpu", "gpu"):
+        raise BackendUnavailable(f"unknown k-means device {device!r} (choose cpu, gpu or auto)")
+    if device == "cpu":
+        return np, "cpu"
+    reason = gpu_unavailable_reason()
+    if reason is None:
+        import cupy
+        return cupy, "gpu"
+    if device == "gpu":
+        raise BackendUnavailable(f"k-means on the gpu is not available: {reason}")
+    return np, "cpu"
+
+
+def kmeans(points: np.ndarray, k: int, iterations: int = 10, seed: int = 0, device: str = "auto",
+           weights: np.ndarray | None = None) -> KMeansResult:
+    """Cluster the rows of ``points`` (n, d) into ``k`` centroids (see the module docstring).
+
+    ``weights`` (n,), positive, make it a weighted k-means: a centroid is the weighted mean of its
+    points, and a point's chance to be a seed is its weight times its squared distance (default: 1
+    each). ``points`` may be a strided view (rows need not be contiguous); on the CPU it is not
+    copied whole.
+    """
+    t0 = time.perf_counter()
+    xp, name = array_module(device)
+    n, d = points.shape
+    if k < 1 or iterations < 1:
+        raise ValueError(f"k-means needs k >= 1 and iterations >= 1, got k={k}, iterations={iterations}")
+    if k >= n:   # every point is its own centroid (extra ones repeat the last point)
+        cent = np.asarray(points, np.float32)
+        cent = np.concatenate([cent, np.repeat(cent[-1:], k - n, axis=0)])
+        return KMeansResult(cent, np.arange(n, dtype=np.uint32), 1, name, time.perf_counter() - t0)
+    x = xp.asarray(points, dtype=xp.float32)
+    if weights is None:
+        w = xp.ones(n, xp.float32)
+    else:   # scaled to a maximum of 1 and floored, so that per-cluster sums keep their precision
+        wh = np.asarray(weights, np.float64)
+        if not (np.isfinite(wh).all() and (wh > 0).all()):
+            raise ValueError("k-means weights must be finite and positive")
+        w = xp.asarray(np.maximum(wh / wh.max(), WEIGHT_FLOOR).astype(np.float32))
+    leaves: list[tuple[np.ndarray | None, int]] = []
+    _partition(xp, name, x, w, None, k, iterations, (seed,), leaves)
+    log.info("k-means (%s): %d points x %d dims -> %d centroids in %d leaves, %d iterations (%.2f s)",
+             name, n, d, k, len(leaves), iterations, time.perf_counter() - t0)
+
+    order = np.concatenate([np.arange(n) if idx is None else idx for idx, _ in leaves])
+    sizes = np.array([n if idx is None else len(idx) for idx, _ in leaves], np.int64)
+    ks = np.array([kl for _, kl in leaves], np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    seed_draws = np.random.default_rng([seed, 1]).integers(1 << 62)
+    if xp is np:
+        centroids, labels = _leaves_cpu(x, w, leaves, order, starts, ks, iterations, seed_draws, t0)
+    else:
+        centroids, labels = _leaves_gpu(xp, x, w, order, starts, ks, iterations, seed_draws, t0)
+    seconds = time.perf_counter() - t0
+    log.info("k-means (%s) done in %.2f s", name, seconds)
+    return KMeansResult(centroids, labels.astype(np.uint32), len(leaves), name, seconds)
+
+
+def _leaves_cpu(x, w, leaves, order, starts, ks, iterations, seed_draws, t0):
+    """Seed every leaf, then Lloyd leaf after leaf (BLAS distances, one leaf's matrix at a time)."""
+    offsets = np.concatenate([[0], np.cumsum(ks)])
+    seeds = kmeans_pp(np, x, w, order, starts, ks, seed_draws)
+    log.info("k-means: k-means++ seeds drawn (%.2f s)", time.perf_counter() - t0)
+    centroids = np.empty((int(offsets[-1]), x.shape[1]), np.float32)
+    labels = np.empty(x.shape[0], np.int64)
+    last = time.perf_counter()
+    for i, (idx, kl) in enumerate(leaves):
+        xl, wl = (x, w) if idx is None else (x[idx], w[idx])
+        if kl >= len(xl):   # every point is its own centroid (extra ones repeat the last point)
+            cent, lab = np.concatenate([xl, np.repeat(xl[-1:], kl - len(xl), axis=0)]), np.arange(len(xl))
+        else:
+            cent, lab = _lloyd(np, xl, wl, seeds[offsets[i]:offsets[i + 1]], iterations)
+        centroids[offsets[i]:offsets[i + 1]] = cent
+        labels[slice(None) if idx is None else idx] = lab + offsets[i]
+        now = time.perf_counter()
+        if now - last > LOG_EVERY_S:
+            last = now
+            log.info("k-means: %d/%d leaves (%.1f s)", i + 1, len(leaves), now - t0)
+    return centroids, labels
+
+
+def _leaves_gpu(cp, x, w, order, starts, ks, iterations, seed_draws, t0):
+    """Seed every leaf, then Lloyd on all leaves at once: each point against its own leaf's centroids."""
+    offsets = np.concatenate([[0], np.cumsum(ks)])
+    order_d = cp.asarray(order)
+    xs, ws = x[order_d], w[order_d]                 # the points leaf after leaf
+    point_leaf = cp.asarray(np.repeat(np.arange(len(ks), dtype=np.int32), np.diff(starts)))
+    cent_leaf = cp.asarray(np.repeat(np.arange(len(ks), dtype=np.int32), ks))
+    cent = kmeans_pp(cp, xs, ws, None, starts, ks, seed_draws)
+    log.info("k-means: k-means++ seeds drawn (%.2f s)", time.perf_counter() - t0)
+    offsets_d, starts_d = cp.asarray(offsets), cp.asarray(starts)
+    for _ in range(iterations):
+        labels, dist = _assign_gpu(cp, xs, point_leaf, offsets_d, cent)
+        cent = _means(cp, xs, ws, labels, dist, cent, (point_leaf, cent_leaf, starts_d))
+    out = np.empty(len(order), np.int64)
+    out[order] = cp.asnumpy(labels)
+    return cp.asnumpy(cent), out
+
+
+def allocate(counts: np.ndarray, k: int) -> np.ndarray:
+    """Split ``k`` centroids over cells in proportion to ``counts``.
+
+    Largest remainder (ties to the lower cell), then every non-empty cell gets at least one,
+    taken back one at a time from the cells with the most (the lower cell first). Never more
+    centroids than points in a cell, as long as ``k <= counts.sum()``.
+    """
+    counts = np.asarray(counts, np.int64)
+    n = int(counts.sum())
+    exact = counts * k
+    alloc = exact // n
+    remainder = exact - alloc * n
+    short = k - int(alloc.sum())
+    if short:
+        alloc[np.lexsort((np.arange(len(counts)), -remainder))[:short]] += 1
+    for c in np.flatnonzero((counts > 0) & (alloc == 0)):
+        donor = int(np.argmax(alloc))
+        alloc[donor] -= 1
+        alloc[c] = 1
+    return alloc
+
+
+def _partition(xp, name, x, w, idx, k, iterations, key, leaves) -> None:
+    """Append the leaves ``(point indices or None for all, centroids)`` covering ``idx``."""
+    n = x.shape[0] if idx is None else len(idx)
+    if k >= n or n * k <= FLAT_BUDGET[name]:
+        leaves.append((idx, k))
+        return
+    cells = max(2, k // CELL_CENTROIDS[name])
+    rng = np.random.default_rng(key)
+    sample = np.sort(rng.choice(n, size=min(n, CELL_SAMPLE * cells), replace=False))
+    pick = xp.asarray(sample if idx is None else idx[sample])
+    xs, ws = x[pick], w[pick]
+    init = kmeans_pp(xp, xs, ws, None, np.array([0, len(xs)]), np.array([cells]), rng.integers(1 << 62))
+    coarse, _ = _lloyd(xp, xs, ws, init, iterations)
+    cell_of = _host(xp, _nearest(xp, x if idx is None else x[xp.asarray(idx)], coarse)[0])
+    counts = np.bincount(cell_of, minlength=cells)
+    if counts.max() == n:   # no split (e.g. all points equal): one leaf after all
+        leaves.append((idx, k))
+        return
+    order = np.argsort(cell_of, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    alloc = allocate(counts, k)
+    for c in np.flatnonzero(counts):
+        members = order[starts[c]:starts[c + 1]]
+        _partition(xp, name, x, w, members if idx is None else idx[members], int(alloc[c]), iterations,
+                   key + (int(c),), leaves)
+
+
+def _lloyd(xp, x, w, cent, iterations: int):
+    """Lloyd's algorithm on the rows of ``x`` (weights ``w``) from the centroids ``cent``: (centroids, labels)."""
+    for _ in range(iterations):
+        labels, dist = _nearest(xp, x, cent)
+        cent = _means(xp, x, w, labels, dist, cent)
+    return cent, labels
+
+
+def _nearest(xp, x, cent):
+    """Index of the nearest centroid of each row (lowest index on ties) and its squared distance."""
+    n = x.shape[0]
+    cc = (cent * cent).sum(axis=1)
+    m2 = -2.0 * cent.T            # |x - c|² = |x|² - 2 x·c + |c|²; the -2 folded into the small side
+    labels = xp.empty(n, xp.int64)
+    dist = xp.empty(n, xp.float32)
+    for s in range(0, n, BLOCK_ROWS):
+        xb = x[s:s + BLOCK_ROWS]
+        dm = xb @ m2
+        dm += cc
+        lab = dm.argmin(axis=1)
+        labels[s:s + BLOCK_ROWS] = lab
+        dist[s:s + BLOCK_ROWS] = dm[xp.arange(len(lab)), lab] + (xb * xb).sum(axis=1)
+    return labels, dist
+
+
+def _means(xp, x, w, labels, dist, cent, groups=None):
+    """Each centroid moved to the weighted mean of its rows; empty ones onto the rows that cost most
+    (weight × squared distance to their centroid).
+
+    With ``groups = (point_group, centroid_group, group_starts)`` (rows sorted by group) an empty
+    centroid takes a row of its own group, as if each group were clustered alone.
+    """
+    k = cent.shape[0]
+    counts = xp.bincount(labels, minlength=k)
+    order = _stable_argsort(xp, labels)
+    ends = xp.cumsum(counts)
+    if xp is np:
+        # segment sums as differences of float64 running sums over the rows sorted by label (a fixed
+        # order of additions, unlike scatter-adds; a leaf is small, so the differences keep precision)
+        wo = w[order].astype(np.float64)
+        csum = np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(x[order] * wo[:, None], axis=0)])
+        wsum = np.concatenate([np.zeros(1), np.cumsum(wo)])
+        sums, wsums = csum[ends] - csum[ends - counts], wsum[ends] - wsum[ends - counts]
+    else:   # one GPU thread per (centroid, column) adds its rows in sorted order, in float64
+        sums, wsums = _segment_sums_gpu(xp, x, w, order, ends - counts, ends)
+    new = (sums / xp.where(counts > 0, wsums, 1.0)[:, None]).astype(xp.float32)
+    empty = counts == 0
+    n_empty = int(empty.sum())
+    if n_empty:
+        far = _stable_argsort(xp, -(dist * w))         # costliest first
+        if groups is None:
+            take = far[:n_empty]
+        else:
+            point_group, cent_group, group_starts = groups
+            far = far[_stable_argsort(xp, point_group[far])]     # by group, farthest first in each
+            rank = xp.arange(len(far)) - group_starts[point_group[far]]
+            wanted = xp.bincount(cent_group[empty], minlength=len(group_starts) - 1)
+            take = far[rank < wanted[point_group[far]]]
+        new[xp.flatnonzero(empty)] = x[take]
+    return new
+
+
+def _stable_argsort(xp, a):
+    return np.argsort(a, kind="stable") if xp is np else a.argsort()   # CuPy's sort is stable
+
+
+def _host(xp, a) -> np.ndarray:
+    return a if xp is np else xp.asnumpy(a)
+
+
+# --------------------------------------------------------------------------- k-means++ seeding
+
+def kmeans_pp(xp, x, w, order, starts: np.ndarray, ks: np.ndarray, seed: int):
+    """k-means++ seeds of every leaf: leaf ``i`` is the rows ``x[order[starts[i]:starts[i + 1]]]``
+    (``order`` None: the rows are leaf after leaf already) and gets ``ks[i]`` seeds, each drawn with
+    probability ∝ weight × squared distance to the nearest seed so far; returns them stacked leaf
+    after leaf, (Σ ks, d) float32."""
+    starts = np.asarray(starts, np.int64)
+    ks = np.asarray(ks, np.int64)
+    offsets = np.concatenate([[0], np.cumsum(ks)])
+    if xp is np:
+        order = np.arange(x.shape[0]) if order is None else np.asarray(order, np.int64)
+        return _kmeans_pp_cpu(x, w, order, starts, ks, offsets, np.uint64(seed))
+    if order is not None:
+        x, w = x[xp.asarray(order)], w[xp.asarray(order)]
+    return _kmeans_pp_gpu(xp, x, w, starts, ks, offsets, seed)
+
+
+_M1, _M2, _M3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+@njit(cache=True, nogil=True)
+def _uniform(seed, leaf, step):  # pragma: no cover - compiled
+    """A uniform double in [0, 1) from (seed, leaf, step): splitmix64, as the GPU kernel computes it."""
+    z = seed ^ (np.uint64(leaf) * _M1) ^ (np.uint64(step) * _M2)
+    z = (z ^ (z >> np.uint64(30))) * _M2
+    z = (z ^ (z >> np.uint64(27))) * _M3
+    z = z ^ (z >> np.uint64(31))
+    return np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def _kmeans_pp_cpu(x, w, order, starts, ks, offsets, seed):  # pragma: no cover - compiled
+    d = x.shape[1]
+    out = np.empty((offsets[-1], d), np.float32)
+    for leaf in prange(len(ks)):
+        s, n, k, off = starts[leaf], starts[leaf + 1] - starts[leaf], ks[leaf], offsets[leaf]
+        dist = np.full(n, np.inf, np.float32)
+        chosen = min(n - 1, np.int64(_uniform(seed, leaf, 0) * n))
+        for i in range(k):
+            c = order[s + chosen]
+            for j in range(d):
+                out[off + i, j] = x[c, j]
+            if i + 1 == k:
+                break
+            total = 0.0
+            for p in range(n):
+                r = order[s + p]
+                acc = np.float32(0.0)
+                for j in range(d):
+                    diff = x[r, j] - out[off + i, j]
+                    acc += diff * diff
+                dist[p] = min(dist[p], acc)
+                total += dist[p] * w[r]
+            u = _uniform(seed, leaf, i + 1)
+            if total > 0.0:
+                target = u * total
+                acc64 = 0.0
+                chosen = n - 1
+                for p in range(n):
+                    acc64 += dist[p] * w[order[s + p]]
+                    if acc64 > target:
+                        chosen = p
+                        break
+            else:
+                chosen = min(n - 1, np.int64(u * n))
+    return out
+
+
+_CUDA = r"""
+__device__ double uniform01(unsigned long long seed, unsigned long long leaf, unsigned long long step) {
+    unsigned long long z = seed ^ (leaf * 0x9E3779B97F4A7C15ull) ^ (step * 0xBF58476D1CE4E5B9ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z = z ^ (z >> 31);
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
+}
+
+// One block per leaf: k-means++ over the leaf's rows x[s..s+n) (D columns, weights w), seeds into
+// out[off..off+k).
+// Thread t owns rows t, t + T, t + 2T, ...; the draw walks the rows in that order.
+extern "C" __global__ void kmeans_pp(const float* __restrict__ x, const float* __restrict__ w,
+                                     const long long* __restrict__ starts,
+                                     const long long* __restrict__ ks, const long long* __restrict__ offsets,
+                                     float* __restrict__ dist, float* __restrict__ out,
+                                     const unsigned long long seed) {
+    __shared__ double part[THREADS];
+    __shared__ long long chosen;
+    const long long leaf = blockIdx.x, s = starts[leaf], n = starts[leaf + 1] - s, k = ks[leaf];
+    const long long off = offsets[leaf];
+    const int T = blockDim.x, t0 = threadIdx.x;
+    for (long long p = t0; p < n; p += T) dist[s + p] = __int_as_float(0x7f800000);  // +inf
+    if (t0 == 0) chosen = min(n - 1, (long long)(uniform01(seed, leaf, 0) * n));
+    __syncthreads();
+    for (long long i = 0; i < k; ++i) {
+        const float* c = x + (s + chosen) * D;
+        float* o = out + (off + i) * D;
+        for (int j = t0; j < D; j += T) o[j] = c[j];
+        if (i + 1 == k) break;
+        float cr[D];
+        for (int j = 0; j < D; ++j) cr[j] = c[j];
+        double sum = 0.0;
+        for (long long p = t0; p < n; p += T) {
+            const float* r = x + (s + p) * D;
+            float acc = 0.0f;
+            for (int j = 0; j < D; ++j) { float diff = r[j] - cr[j]; acc += diff * diff; }
+            float dp = fminf(dist[s + p], acc);
+            dist[s + p] = dp;
+            sum += (double)dp * w[s + p];
+        }
+        part[t0] = sum;
+        __syncthreads();
+        if (t0 == 0) {
+            double total = 0.0;
+            for (int t = 0; t < T; ++t) total += part[t];
+            double u = uniform01(seed, leaf, i + 1);
+            long long pick = min(n - 1, (long long)(u * n));
+            if (total > 0.0) {
+                double target = u * total, acc = 0.0;
+                int t = 0;
+                while (t + 1 < T && acc + part[t] <= target) acc += part[t++];
+                for (long long p = t; p < n; p += T) {
+                    pick = p;
+                    acc += (double)dist[s + p] * w[s + p];
+                    if (acc > target) break;
+                }
+            }
+            chosen = pick;
+        }
+        __syncthreads();
+    }
+}
+
+// Weighted row sums of each centroid's rows x[order[a[c]..b[c])], column D being the weight sum; one
+// thread per (centroid, column), adding in that order in double.
+extern "C" __global__ void segment_sums(const float* __restrict__ x, const float* __restrict__ w,
+                                        const long long* __restrict__ order, const long long* __restrict__ a,
+                                        const long long* __restrict__ b, const long long k,
+                                        double* __restrict__ sums, double* __restrict__ wsums) {
+    const long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (t >= k * (D + 1)) return;
+    const long long c = t / (D + 1);
+    const int j = (int)(t % (D + 1));
+    double acc = 0.0;
+    for (long long p = a[c]; p < b[c]; ++p) {
+        const long long r = order[p];
+        acc += (double)w[r] * (j < D ? (double)x[r * D + j] : 1.0);
+    }
+    if (j < D) sums[c * D + j] = acc; else wsums[c] = acc;
+}
+
+// One thread per row: the nearest centroid among its leaf's (lowest index on ties) and the distance.
+extern "C" __global__ void assign(const float* __restrict__ x, const long long n,
+                                  const int* __restrict__ point_leaf, const long long* __restrict__ offsets,
+                                  const float* __restrict__ cent, long long* __restrict__ labels,
+                                  float* __restrict__ dist) {
+    const long long p = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (p >= n) return;
+    float r[D];
+    for (int j = 0; j < D; ++j) r[j] = x[p * D + j];
+    const int leaf = point_leaf[p];
+    long long best = offsets[leaf];
+    float bd = __int_as_float(0x7f800000);
+    for (long long c = offsets[leaf]; c < offsets[leaf + 1]; ++c) {
+        const float* cc = cent + c * D;
+        float acc = 0.0f;
+        for (int j = 0; j < D; ++j) { float diff = r[j] - cc[j]; acc += diff * diff; }
+        if (acc < bd) { bd = acc; best = c; }
+    }
+    labels[p] = best;
+    dist[p] = bd;
+}
+"""
+_modules: dict[int, object] = {}
+
+
+def _module(cp, d: int):
+    """The CUDA kernels compiled for rows of ``d`` floats (loops unrolled), once per process."""
+    if d not in _modules:
+        code = _CUDA.replace("THREADS", str(SEED_THREADS))
+        _modules[d] = cp.RawModule(code=f"#define D {d}\n" + code)
+    return _modules[d]
+
+
+def _kmeans_pp_gpu(cp, xs, ws, starts, ks, offsets, seed):
+    xs = cp.ascontiguousarray(xs, dtype=cp.float32)
+    ws = cp.ascontiguousarray(ws, dtype=cp.float32)
+    out = cp.empty((int(offsets[-1]), xs.shape[1]), cp.float32)
+    dist = cp.empty(xs.shape[0], cp.float32)
+    kernel = _module(cp, xs.shape[1]).get_function("kmeans_pp")
+    kernel((len(ks),), (SEED_THREADS,), (xs, ws, cp.asarray(starts), cp.asarray(ks), cp.asarray(offsets),
+                                         dist, out, np.uint64(seed)))
+    return out
+
+
+def _segment_sums_gpu(cp, x, w, order, a, b):
+    k, d = len(a), x.shape[1]
+    sums = cp.empty((k, d), cp.float64)
+    wsums = cp.empty(k, cp.float64)
+    kernel = _module(cp, d).get_function("segment_sums")
+    threads = k * (d + 1)
+    kernel(((threads + 255) // 256,), (256,), (cp.ascontiguousarray(x), cp.ascontiguousarray(w), order,
+                                               a, b, np.int64(k), sums, wsums))
+    return sums, wsums
+
+
+def _assign_gpu(cp, xs, point_leaf, offsets, cent):
+    n = xs.shape[0]
+    labels = cp.empty(n, cp.int64)
+    dist = cp.empty(n, cp.float32)
+    kernel = _module(cp, xs.shape[1]).get_function("assign")
+    kernel(((n + 255) // 256,), (256,), (xs, np.int64(n), point_leaf, offsets, cent, labels, dist))
+    return labels, dist
