@@ -96,10 +96,24 @@ def kmeans(points: np.ndarray, k: int, iterations: int = 10, seed: int = 0, devi
     copied whole.
     """
     t0 = time.perf_counter()
-    xp, name = array_module(device)
     n, d = points.shape
     if k < 1 or iterations < 1:
         raise ValueError(f"k-means needs k >= 1 and iterations >= 1, got k={k}, iterations={iterations}")
+    if weights is not None:
+        wh = np.asarray(weights, np.float64)
+        if not (np.isfinite(wh).all() and (wh > 0).all()):
+            raise ValueError("k-means weights must be finite and positive")
+    first, inverse = distinct_rows(points)
+    if len(first) < n:
+        # Equal rows (e.g. Gaussians whose SH bands were never trained: all zero) are one point of
+        # their summed weight: a seed or a centroid spent on a copy would be wasted, and the
+        # k-means++ draws and Lloyd's distances would run over every copy.
+        log.info("k-means: %d points, %d distinct", n, len(first))
+        w1 = np.ones(n) if weights is None else np.asarray(weights, np.float64)
+        res = kmeans(np.asarray(points)[first], k, iterations, seed, device,
+                     np.bincount(inverse, weights=w1, minlength=len(first)))
+        return KMeansResult(res.centroids, res.labels[inverse], res.leaves, res.device, time.perf_counter() - t0)
+    xp, name = array_module(device)
     if k >= n:   # every point is its own centroid (extra ones repeat the last point)
         cent = np.asarray(points, np.float32)
         cent = np.concatenate([cent, np.repeat(cent[-1:], k - n, axis=0)])
@@ -108,9 +122,6 @@ def kmeans(points: np.ndarray, k: int, iterations: int = 10, seed: int = 0, devi
     if weights is None:
         w = xp.ones(n, xp.float32)
     else:   # scaled to a maximum of 1 and floored, so that per-cluster sums keep their precision
-        wh = np.asarray(weights, np.float64)
-        if not (np.isfinite(wh).all() and (wh > 0).all()):
-            raise ValueError("k-means weights must be finite and positive")
         w = xp.asarray(np.maximum(wh / wh.max(), WEIGHT_FLOOR).astype(np.float32))
     leaves: list[tuple[np.ndarray | None, int]] = []
     _partition(xp, name, x, w, None, k, iterations, (seed,), leaves)
@@ -129,6 +140,45 @@ def kmeans(points: np.ndarray, k: int, iterations: int = 10, seed: int = 0, devi
     seconds = time.perf_counter() - t0
     log.info("k-means (%s) done in %.2f s", name, seconds)
     return KMeansResult(centroids, labels.astype(np.uint32), len(leaves), name, seconds)
+
+
+def distinct_rows(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(first, inverse)``: the index of the first of each group of bit-equal rows, in row order,
+    and each row's group, so that ``points[first][inverse]`` equals ``points``. Rows are hashed
+    (64-bit FNV-1a over their float bits), grouped by hash and checked against their group's first
+    row: on a hash collision (never seen, but possible) every row is its own group."""
+    x = np.ascontiguousarray(points, np.float32).view(np.uint32)
+    h = _row_hashes(x)
+    _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    if not _groups_equal(x, first, inverse):
+        return np.arange(len(x)), np.arange(len(x))
+    # renumber the groups in the order of their first rows (deterministic, independent of the hash)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return first[order], rank[inverse]
+
+
+@njit(cache=True, parallel=True)
+def _row_hashes(x):  # pragma: no cover - compiled
+    out = np.empty(x.shape[0], np.uint64)
+    for i in prange(x.shape[0]):
+        h = np.uint64(14695981039346656037)
+        for j in range(x.shape[1]):
+            h = (h ^ np.uint64(x[i, j])) * np.uint64(1099511628211)
+        out[i] = h
+    return out
+
+
+@njit(cache=True)
+def _groups_equal(x, first, inverse):  # pragma: no cover - compiled
+    for i in range(x.shape[0]):
+        r = first[inverse[i]]
+        for j in range(x.shape[1]):
+            if x[i, j] != x[r, j]:
+                return False
+    return True
 
 
 def _leaves_cpu(x, w, leaves, order, starts, ks, iterations, seed_draws, t0):

@@ -298,6 +298,26 @@ def test_kmeans_deterministic_and_consistent(blobs):
     assert np.array_equal(e.centroids[e.labels], blobs[:100]) and e.centroids.shape == (128, 45)
 
 
+def test_kmeans_collapses_equal_rows(blobs):
+    """Copies of a row are one point of their summed weight: the same result as clustering the distinct
+    rows with those weights, the copies share a label, and fewer distinct rows than centroids are exact."""
+    from rasterizer.kmeans import distinct_rows
+    rng = np.random.default_rng(5)
+    base = blobs[:1500]
+    pick = rng.integers(0, len(base), 6000)
+    many = np.concatenate([np.zeros((3000, 45), np.float32), base[pick]])   # untrained SH bands: zeros
+    first, inverse = distinct_rows(many)
+    assert np.array_equal(many[first][inverse], many) and first[0] == 0 and len(first) == len(np.unique(pick)) + 1
+    a = kmeans(many, 512, iterations=4, seed=3, device="cpu")
+    weights = np.bincount(inverse).astype(np.float64)
+    b = kmeans(many[first], 512, iterations=4, seed=3, device="cpu", weights=weights)
+    assert np.array_equal(a.centroids, b.centroids) and np.array_equal(a.labels, b.labels[inverse])
+    # 40 distinct rows, 256 entries: every row is exactly an entry, in a blink
+    few = np.repeat(blobs[:40], 500, axis=0)
+    c = kmeans(few, 256, device="cpu")
+    assert np.array_equal(c.centroids[c.labels], few)
+
+
 @pytest.mark.parametrize("gpu_case", [pytest.param(0, marks=gpu)])
 def test_kmeans_on_the_gpu(small, blobs, gpu_case, tmp_path):
     rest = blobs
