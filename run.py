@@ -21,18 +21,18 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Iterator
 
 from pipeline import colmap, frames, logsafe
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, BadInput, StepError, one_line
 from pipeline.layout import ARTIFACTS, PREVIEW_ANGLE, PREVIEW_TOP, JobLayout
 from pipeline.video import write_mp4
 from rasterizer import backends
-from rasterizer.demo import demo_scene
 from rasterizer.cliargs import ArgumentParser, int_range, parse_size
+from rasterizer.demo import demo_scene
 from rasterizer.errors import SceneError
 from rasterizer.imageio import to_uint8
 from rasterizer.preview import DEFAULT_BACKGROUND, ELEVATION_DEG, PreviewPlan, plan_previews, write_previews
@@ -343,7 +343,7 @@ def with_injected_faults(prepared, output: str):
         def render(self, camera, background=(0.0, 0.0, 0.0)):
             Faulty.calls += 1
             if Faulty.calls > at:
-                raise RuntimeError(f"injected render fault ({FAULT_ENV}={output}{'@%d' % at if at else ''})")
+                raise RuntimeError(f"injected render fault ({FAULT_ENV}={output}{f'@{at}' if at else ''})")
             return prepared.render(camera, background)
 
     log.warning("%s: %s is set: the renderer will fail for %s", output, FAULT_ENV, output)
@@ -380,7 +380,8 @@ STEPS = (
          inputs=("splat_rot_ply",), outputs=("splat_rot_sog",), best_effort=True),
     Step("previews", step_previews, "preview_top.jpg and preview_angle.jpg (best effort)",
          inputs=("splat_rot_ply",), outputs=("preview_top", "preview_angle"), best_effort=True),
-    Step("video", step_video, f"preview.mp4, an orbit at {ELEVATION_DEG:g}° elevation from the ¾ view's corner (best effort)",
+    Step("video", step_video,
+         f"preview.mp4, an orbit at {ELEVATION_DEG:g}° elevation from the ¾ view's corner (best effort)",
          inputs=("splat_rot_ply",), outputs=("preview_video",), best_effort=True),
 )
 STEP_NAMES = tuple(s.name for s in STEPS)
@@ -435,7 +436,7 @@ def run_pipeline(job: Job, steps: list[Step]) -> int:
             step.run(job)
             if not step.best_effort:
                 check_outputs(job, step)
-        except Exception as e:  # noqa: BLE001 - every failure becomes one line and an exit status
+        except Exception as e:
             if step.best_effort:
                 log.warning("step %s failed (best effort, the job goes on): %s", step.name, one_line(e))
                 continue
@@ -491,9 +492,9 @@ def build_parser() -> ArgumentParser:
                          "demo-job) and run it from step rotate")
     ap.add_argument("--backend", default=d.backend, choices=["auto", "gpu", "cpu", "numpy"],
                     help="renderer for previews and video (auto: gpu when CuPy sees a device, else cpu)")
-    ap.add_argument("--preview-size", type=parse_size, default="%dx%d" % d.preview_size, metavar="WxH",
+    ap.add_argument("--preview-size", type=parse_size, default="{}x{}".format(*d.preview_size), metavar="WxH",
                     help="preview image size")
-    ap.add_argument("--video-size", type=parse_video_size, default="%dx%d" % d.video_size,
+    ap.add_argument("--video-size", type=parse_video_size, default="{}x{}".format(*d.video_size),
                     metavar="WxH", help="orbit video size (even numbers)")
     ap.add_argument("--video-frames", type=int_range(1, 100_000), default=d.video_frames, help="orbit frames")
     ap.add_argument("--video-fps", type=int_range(1, 240), default=d.video_fps)

@@ -26,7 +26,6 @@ from rasterizer.scene import load_scene, save_ply
 
 from .scenes import REAL_SCENES, SH3_SCENE, scenes_dir, tile_scene
 
-
 # --------------------------------------------------------------------------- memory
 
 def reset_peak_rss() -> bool:
@@ -140,7 +139,7 @@ def main(argv=None) -> int:
     try:
         from .convert import main as convert_main
         convert_main(["--gaussians", str(args.million or 1_000_000), "--repeat", "3"])
-    except Exception as e:  # ply2splat missing, or no real scene to tile
+    except Exception as e:  # noqa: BLE001 - ply2splat missing, or no real scene to tile
         print(f"# convert benchmark skipped: {type(e).__name__}: {e}")
     if "gpu" in backends:
         try:

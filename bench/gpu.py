@@ -108,7 +108,7 @@ def _gsplat(out=print):
         import gsplat
         import torch
         return gsplat, torch
-    except Exception as e:  # not installed, or its CUDA build failed
+    except Exception as e:  # noqa: BLE001 - not installed, or its CUDA build failed
         out(f"# gsplat not importable ({type(e).__name__}: {e}); timing ours only")
         return None, None
 
@@ -294,6 +294,7 @@ def run_gpu_bench(scenes: dict, out=print, repeat: int = 20, sizes=((1920, 1080)
 def compile_report(out=print) -> None:
     """Time this process's kernel load (compile, or CuPy's disk cache) and first frame."""
     import cupy as cp
+
     from rasterizer.backends import gpu_cupy
     t0 = time.perf_counter()
     gpu_cupy.load_kernels()
@@ -350,7 +351,7 @@ def preview_stages(ply: str, up: str, size=(1280, 720)) -> dict:
     process: seconds per step."""
     t = {}
     t0 = time.perf_counter()
-    import cupy as cp  # noqa: F401  (the import the GPU path pays)
+    import cupy as cp
     t["import cupy"] = time.perf_counter() - t0
     from rasterizer.backends import get, gpu_cupy
     from rasterizer.imageio import save_image
@@ -372,7 +373,7 @@ def preview_stages(ply: str, up: str, size=(1280, 720)) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for view, cam in preview_cameras(scene, up=up, size=size).items():
             t0 = time.perf_counter()
-            rgb, alpha = prepared.frame(cam, DEFAULT_BACKGROUND)
+            rgb, _alpha = prepared.frame(cam, DEFAULT_BACKGROUND)
             cp.cuda.Device().synchronize()
             t1 = time.perf_counter()
             rgb = cp.asnumpy(rgb)
@@ -393,7 +394,7 @@ def preview_report(ply: Path, up: str, label: str, out=print) -> None:
         for backend in ("gpu", "gpu", "cpu", "cpu"):       # the second of each: caches warm
             runs.setdefault(backend, []).append(_run(base + ["--out", tmp, "--backend", backend])[:2])
         _, _, err = _run([sys.executable, "-X", "importtime"] + base[1:] + ["--out", tmp, "--backend", "gpu"])
-    (g1, r1), (g2, r2) = runs["gpu"]
+    (g1, _r1), (g2, r2) = runs["gpu"]
     (c1, _), (c2, rc) = runs["cpu"]
     verdict = "meets" if g2 <= TARGET_PREVIEW_S else "misses"
     out(f"# preview step, {label}: gpu {g1:.2f} s first process, {g2:.2f} s next ({verdict} the {TARGET_PREVIEW_S} s "

@@ -81,7 +81,7 @@ def main(argv=None) -> int:
 
     print(f"# backend {backend}; median of {args.repeat} runs after a warm-up, seconds")
     results = {}
-    for name, (load, up, path) in cases.items():
+    for name, (load, up, _path) in cases.items():
         for aa in args.aa:
             measure(load, up, backend, aa, tmp / "warm")
             runs = [measure(load, up, backend, aa, tmp / "out") for _ in range(args.repeat)]

@@ -10,7 +10,8 @@ as Gaussians, as in a real capture (a plain tiling would repeat 1,000 of them). 
 fresh process each, ``--repeat`` times after one warm-up (numba's JIT cache): our PLY → .sog
 (load + write) — wall time, the k-means share, peak RSS of the process and its peak above what it
 held before loading — and the fidelity of the result: SH error against the source and the PSNR of
-renders of the decoded file against renders of the source at the two preview cameras. With ``--reference``: splat-transform on the same PLY (CPU k-means
+renders of the decoded file against renders of the source at the two preview cameras. With
+``--reference``: splat-transform on the same PLY (CPU k-means
 unless ``--reference-gpu``; ``--reference-iterations`` lowers its k-means iterations, whose CPU
 path takes hours on a million Gaussians). Prints sizes (against the PLY and each other), times,
 memory and the SH error of each file against the source, with the targets beside them.

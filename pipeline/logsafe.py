@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}

@@ -6,8 +6,8 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import av
 import numpy as np

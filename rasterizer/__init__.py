@@ -12,5 +12,16 @@ from .errors import BackendUnavailable, SceneError
 from .render import Image, Prepared, render, render_batch
 from .scene import Scene, load_scene, save_ply
 
-__all__ = ["Camera", "load_camera_path", "SceneError", "BackendUnavailable", "Image", "Prepared",
-           "render", "render_batch", "Scene", "load_scene", "save_ply"]
+__all__ = [
+           "BackendUnavailable",
+           "Camera",
+           "Image",
+           "Prepared",
+           "Scene",
+           "SceneError",
+           "load_camera_path",
+           "load_scene",
+           "render",
+           "render_batch",
+           "save_ply",
+]

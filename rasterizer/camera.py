@@ -79,24 +79,24 @@ class Camera:
         object.__setattr__(self, "world_to_camera", w2c)
 
     @classmethod
-    def from_fov(cls, world_to_camera, fov_y_deg: float, width: int, height: int) -> "Camera":
+    def from_fov(cls, world_to_camera, fov_y_deg: float, width: int, height: int) -> Camera:
         if not 0.0 < fov_y_deg < 180.0:
             raise ValueError(f"vertical field of view must be in (0, 180) degrees, got {fov_y_deg}")
         f = 0.5 * height / math.tan(math.radians(fov_y_deg) / 2.0)
         return cls(int(width), int(height), f, f, width / 2.0, height / 2.0, world_to_camera)
 
     @classmethod
-    def from_opengl_c2w(cls, c2w, fov_y_deg: float, width: int, height: int) -> "Camera":
+    def from_opengl_c2w(cls, c2w, fov_y_deg: float, width: int, height: int) -> Camera:
         """A nerfstudio camera: OpenGL camera-to-world (3x4 or 4x4) and vertical fov in degrees."""
         return cls.from_fov(opengl_c2w_to_world_to_camera(c2w), fov_y_deg, width, height)
 
     @classmethod
-    def look_at(cls, eye, target, up, fov_y_deg: float, width: int, height: int) -> "Camera":
+    def look_at(cls, eye, target, up, fov_y_deg: float, width: int, height: int) -> Camera:
         """A camera at ``eye`` looking at ``target``, with ``up`` pointing up in the image."""
         return cls.from_fov(look_at_world_to_camera(eye, target, up), fov_y_deg, width, height)
 
     @classmethod
-    def orthographic(cls, world_to_camera, view_height: float, width: int, height: int) -> "Camera":
+    def orthographic(cls, world_to_camera, view_height: float, width: int, height: int) -> Camera:
         """An orthographic camera whose image height spans ``view_height`` world units
         (``fx = fy = height / view_height`` pixels per unit), principal point at the centre."""
         if not (math.isfinite(view_height) and view_height > 0.0):
@@ -105,7 +105,7 @@ class Camera:
         return cls(int(width), int(height), f, f, width / 2.0, height / 2.0, world_to_camera, ORTHO)
 
     @classmethod
-    def ortho_look_at(cls, eye, target, up, view_height: float, width: int, height: int) -> "Camera":
+    def ortho_look_at(cls, eye, target, up, view_height: float, width: int, height: int) -> Camera:
         """An orthographic camera at ``eye`` looking at ``target`` (``up`` up in the image)."""
         return cls.orthographic(look_at_world_to_camera(eye, target, up), view_height, width, height)
 

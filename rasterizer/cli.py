@@ -24,13 +24,32 @@ from pathlib import Path
 import numpy as np
 
 from .camera import load_camera_path
-from .cliargs import (ArgumentParser, int_range, nonempty, parse_color, parse_size, print_error, raise_if_signalled,
-                      run_command)
+from .cliargs import (
+    ArgumentParser,
+    int_range,
+    nonempty,
+    parse_color,
+    parse_size,
+    print_error,
+    raise_if_signalled,
+    run_command,
+)
 from .errors import SceneError, one_line
 from .imageio import save_image
 from .layout import KINDS, analyse_layout
-from .preview import (AA_CPU, AA_GPU, DEFAULT_BACKGROUND, VIEWS, Bounds, PreviewError, parse_cut, parse_up,
-                      plan_previews, robust_bounds, write_previews)
+from .preview import (
+    AA_CPU,
+    AA_GPU,
+    DEFAULT_BACKGROUND,
+    VIEWS,
+    Bounds,
+    PreviewError,
+    parse_cut,
+    parse_up,
+    plan_previews,
+    robust_bounds,
+    write_previews,
+)
 from .render import Prepared
 from .scene import PLY_MAGIC, Scene, atomic_write, current_umask, load_scene, save_ply
 from .sog import KMEANS_ITERATIONS, write_sog
@@ -111,7 +130,7 @@ class StagedFolder:
         self._made: list[Path] = []
         self._done = False
 
-    def __enter__(self) -> "StagedFolder":
+    def __enter__(self) -> StagedFolder:
         parent = self.out.absolute().parent
         missing = [p for p in (parent, *parent.parents) if not p.exists()]
         parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +183,8 @@ def cmd_render(args) -> int:
         others = [p.name for p in entries if not (_FRAME.fullmatch(p.name) and p.is_file())]
         if others:
             raise SceneError(f"--out {out}: --overwrite replaces rendered frames only, and the folder also "
-                             f"holds {one_line(repr(others[0]))}" + (f" and {len(others) - 1} more" if others[1:] else ""))
+                             f"holds {one_line(repr(others[0]))}"
+                             + (f" and {len(others) - 1} more" if others[1:] else ""))
     cams = load_camera_path(args.camera_path)
     scene = load(args.scene)
     prepared = prepare(scene, args.backend)

@@ -197,7 +197,7 @@ def run_command(parser: argparse.ArgumentParser, argv=None) -> int:
         sys.stdout.flush()  # a closed pipe shows up here, not at exit
         raise_if_signalled()
         return code
-    except BaseException as e:
+    except BaseException as e:  # noqa: BLE001 - every way a command ends becomes an exit code
         return _exit_code(e)
     finally:
         for sig, handler in previous.items():

@@ -159,7 +159,7 @@ class Content:
         v, r = self.points @ direction, self.reach(direction)
         return -_reach(r - v), _reach(v + r)
 
-    def every(self, step: int) -> "Content":
+    def every(self, step: int) -> Content:
         return Content(self.points[::step], self.quats[::step], self.log_scales[::step])
 
 
@@ -415,7 +415,7 @@ def write_previews(plan: PreviewPlan, out_dir, prepared: Prepared | None = None,
             log.info("preview %s: wrote %s (%dx%d; render %.2f s at %dx, downscale %.2f s, overlay %.2f s, "
                      "encode %.2f s%s)", name, path, cam.width, cam.height, t1 - t0, aa, t2 - t1, t3 - t2, t4 - t3,
                      extra)
-        except Exception as e:  # one view failing must not cost the others
+        except Exception as e:  # noqa: BLE001 - one view failing must not cost the others
             failures[name] = f"{type(e).__name__}: {e}"
             log.warning("preview %s failed: %s", name, failures[name])
     if failures:

@@ -6,8 +6,8 @@ scene, activating (and on a GPU, uploading) it once. Backends: ``numpy`` (the re
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import numpy as np
 

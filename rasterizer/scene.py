@@ -11,9 +11,9 @@ import io
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from plyfile import PlyData, PlyElement, PlyListProperty, PlyParseError
@@ -64,7 +64,7 @@ class Scene:
     def sh_degree(self) -> int:
         return int(round(np.sqrt(self.sh.shape[1]))) - 1
 
-    def subset(self, index) -> "Scene":
+    def subset(self, index) -> Scene:
         """The Gaussians selected by a boolean mask or an index array, same file of origin."""
         return Scene(self.means[index], self.scales[index], self.quats[index], self.opacities[index],
                      self.sh[index], None if self.normals is None else self.normals[index], self.source)

@@ -188,7 +188,7 @@ def tile_rects(p: Projection, tiles_x: int, tiles_y: int):
 
 def duplicate_keys(p: Projection, tiles_x: int, tiles_y: int):
     """One 64-bit key ``tile << 32 | float-bits(depth)`` per (Gaussian, touched tile)."""
-    x0, x1, y0, y1, counts = tile_rects(p, tiles_x, tiles_y)
+    x0, x1, y0, _y1, counts = tile_rects(p, tiles_x, tiles_y)
     gid = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
     start = np.repeat(np.cumsum(counts) - counts, counts)
     k = np.arange(gid.size, dtype=np.int64) - start               # index inside the rectangle

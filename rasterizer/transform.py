@@ -45,11 +45,11 @@ class Similarity:
         m[:3, 3] = self.translation
         return m
 
-    def inverse(self) -> "Similarity":
+    def inverse(self) -> Similarity:
         rt = self.rotation.T
         return Similarity(rt, 1.0 / self.scale, -(rt @ self.translation) / self.scale)
 
-    def compose(self, first: "Similarity") -> "Similarity":
+    def compose(self, first: Similarity) -> Similarity:
         """``self ∘ first``: apply ``first``, then ``self``."""
         return Similarity(self.rotation @ first.rotation, self.scale * first.scale,
                           self.scale * (self.rotation @ first.translation) + self.translation)

@@ -18,9 +18,9 @@ import os
 import re
 import sys
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from . import __version__
 
@@ -71,7 +71,7 @@ class Config:
     retry: RetryPolicy
 
     @staticmethod
-    def from_env(env: Mapping[str, str] | None = None) -> "Config":
+    def from_env(env: Mapping[str, str] | None = None) -> Config:
         """Read and validate every setting; raise ConfigError (one line) on the first problem."""
         e = dict(os.environ if env is None else env)
         reader = _Reader(e)

@@ -13,9 +13,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -33,7 +34,7 @@ INFO_TTL_S = 60.0
 MULTIPART_FALLBACK_STATUSES = (404, 405, 501)
 DEFAULT_PART_SIZE = 8 << 20
 
-_info_cache: dict[str, tuple[float, "ServerInfo | None"]] = {}
+_info_cache: dict[str, tuple[float, ServerInfo | None]] = {}
 _info_lock = threading.Lock()
 
 
@@ -48,7 +49,7 @@ class DomainDataMetadata:
     updated_at: str = ""
 
     @staticmethod
-    def from_json(d: dict) -> "DomainDataMetadata":
+    def from_json(d: dict) -> DomainDataMetadata:
         return DomainDataMetadata(
             id=str(d.get("id", "")), domain_id=str(d.get("domain_id", "")), name=str(d.get("name", "")),
             data_type=str(d.get("data_type", "")), size=int(d.get("size") or 0),
@@ -100,7 +101,7 @@ class DomainClient:
     def close(self) -> None:
         self.http.close()
 
-    def __enter__(self) -> "DomainClient":
+    def __enter__(self) -> DomainClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -149,7 +150,7 @@ class DomainClient:
                     raise Interrupted("upload cancelled")
                 block = f.read(min(CHUNK, remaining))
                 if not block:
-                    raise IOError(f"{path} shrank while uploading")
+                    raise OSError(f"{path} shrank while uploading")
                 remaining -= len(block)
                 yield block
         if tail:

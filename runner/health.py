@@ -9,7 +9,7 @@ log = logging.getLogger(__name__)
 
 
 class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         if self.path.split("?", 1)[0] == "/health":
             body, status = b'{"status":"ok"}', 200
         else:
@@ -20,7 +20,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - probes would flood the log
+    def log_message(self, format: str, *args: object) -> None:
         log.debug("health: " + format, *args)
 
 
@@ -31,7 +31,7 @@ class HealthServer:
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, name="health", daemon=True)
 
-    def start(self) -> "HealthServer":
+    def start(self) -> HealthServer:
         self.thread.start()
         log.info("health endpoint on port %d", self.port)
         return self

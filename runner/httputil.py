@@ -9,11 +9,19 @@ import logging
 import random
 import threading
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import httpx
-from tenacity import (RetryCallState, Retrying, retry_if_exception, retry_if_result, stop_after_attempt,
-                      stop_after_delay, stop_never)
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    retry_if_result,
+    stop_after_attempt,
+    stop_after_delay,
+    stop_never,
+)
 
 from pipeline.errors import one_line
 

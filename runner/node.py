@@ -13,7 +13,7 @@ import random
 import shutil
 import signal
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from pipeline.errors import one_line
 

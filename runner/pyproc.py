@@ -13,9 +13,10 @@ import subprocess
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Mapping, Sequence
+from typing import IO
 
 log = logging.getLogger("runner.python")
 
@@ -60,7 +61,7 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _pump(stream: IO[bytes], tag: str, q: "queue.Queue[tuple[str, str | None]]") -> None:
+def _pump(stream: IO[bytes], tag: str, q: queue.Queue[tuple[str, str | None]]) -> None:
     try:
         for raw in iter(stream.readline, b""):
             q.put((tag, raw.decode("utf-8", "replace").rstrip("\r\n")))
@@ -92,7 +93,7 @@ def run_python(cmd: Sequence[str], cwd: Path, env: Mapping[str, str],
     proc = subprocess.Popen(list(cmd), cwd=str(cwd), env=dict(env), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     log.info("started %s (pid %d)", " ".join(cmd), proc.pid)
-    q: "queue.Queue[tuple[str, str | None]]" = queue.Queue()
+    q: queue.Queue[tuple[str, str | None]] = queue.Queue()
     pumps = [threading.Thread(target=_pump, args=(proc.stdout, "stdout", q), daemon=True),
              threading.Thread(target=_pump, args=(proc.stderr, "stderr", q), daemon=True)]
     for t in pumps:

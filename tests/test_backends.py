@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
+from cameras import cameras_for
 from conftest import SCENE_FILES, assert_images_agree, scene_path
+
 from rasterizer.backends import available
 from rasterizer.render import Prepared
 from rasterizer.scene import load_scene
-from cameras import cameras_for
 
 SCENES = list(SCENE_FILES)
 

@@ -244,6 +244,7 @@ def test_deep_nesting_is_refused_even_with_a_raised_recursion_limit(tmp_path):
     overflowed the C stack (a segfault) instead of raising RecursionError."""
     import subprocess
     import sys
+
     from conftest import REPO
     p = tmp_path / "deep.json"
     p.write_text('{"render_width": 64, "render_height": 48, "camera_path": ' + _deep(100_000) + "}")

@@ -10,10 +10,10 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from cameras import cameras_for
 from conftest import REPO, scene_path
+from PIL import Image
+
 from rasterizer.camera import write_camera_path
 
 

@@ -6,9 +6,9 @@ import ctypes.util
 
 import numpy as np
 import pytest
+from conftest import scene_path
 from plyfile import PlyData, PlyElement
 
-from conftest import scene_path
 from rasterizer.errors import SceneError
 from rasterizer.scene import SPLAT_RECORD, save_ply
 from rasterizer.splatfile import NEEDED, convert, expf, read_columns
@@ -17,7 +17,7 @@ ply2splat = pytest.importorskip("ply2splat", reason="ply2splat (test-only refere
 
 
 def reference(ply, sort=True) -> bytes:
-    data, n = ply2splat.load_and_convert(str(ply), sort=sort)
+    data, _n = ply2splat.load_and_convert(str(ply), sort=sort)
     return bytes(data)
 
 
@@ -151,7 +151,7 @@ def test_bad_input_is_a_scene_error_and_writes_nothing(tmp_path, content, needle
 def test_truncated_body_is_a_scene_error(tmp_path, demo):
     ply = save_ply(demo, tmp_path / "demo.ply")
     ply.write_bytes(ply.read_bytes()[:-1000])
-    with pytest.raises(SceneError, match="truncated|corrupt|early end"):
+    with pytest.raises(SceneError, match=r"truncated|corrupt|early end"):
         read_columns(ply)
     with pytest.raises(SceneError):
         convert(ply, tmp_path / "out.splat")

@@ -21,10 +21,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO
 from PIL import Image
 from plyfile import PlyData, PlyElement
 
-from conftest import REPO
 from rasterizer.cli import main
 from rasterizer.errors import SceneError
 from rasterizer.scene import load_scene
@@ -59,8 +59,12 @@ def _ply_bytes(base: str) -> bytes:
            "le_f8": [_vertices(dtype="f8")], "le_face_after": [_vertices(), face],
            "le_elem_before": [np.zeros(2, [("a", "f8"), ("b", "u1")]), _vertices()],
            "le_list_before": [face, _vertices(2)]}[base]
-    names = {0: "vertex"} if len(els) == 1 else ({0: "vertex", 1: "face"} if base == "le_face_after"
-                                                 else {0: "camera" if base == "le_elem_before" else "face", 1: "vertex"})
+    if len(els) == 1:
+        names = {0: "vertex"}
+    elif base == "le_face_after":
+        names = {0: "vertex", 1: "face"}
+    else:
+        names = {0: "camera" if base == "le_elem_before" else "face", 1: "vertex"}
     ply = PlyData([PlyElement.describe(a, names[i]) for i, a in enumerate(els)], text=base.startswith("ascii"),
                   byte_order=">" if base.startswith("be") else "<")
     buf = io.BytesIO()

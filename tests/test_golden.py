@@ -6,9 +6,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO, psnr
 from PIL import Image
 
-from conftest import REPO, psnr
 from rasterizer.backends import available, gpu_unavailable_reason
 from rasterizer.render import Prepared
 

@@ -14,14 +14,14 @@ import sys
 
 import numpy as np
 import pytest
-
+from cameras import cameras_for
 from conftest import REPO, SCENE_FILES, assert_images_agree, scene_path
+
 from rasterizer import stages
 from rasterizer.backends import gpu_unavailable_reason
 from rasterizer.camera import Camera
 from rasterizer.render import Prepared, render_batch
 from rasterizer.scene import load_scene
-from cameras import cameras_for
 
 REASON = gpu_unavailable_reason()
 gpu = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=f"GPU backend unavailable: {REASON}")]
@@ -103,6 +103,7 @@ def test_batch_equals_single_renders(case):
 def test_stages_match_the_reference_stages():
     """project and sh_colors per Gaussian, tile lists as sets, on the SH-3 scene."""
     import cupy as cp
+
     from rasterizer.backends import gpu_cupy as be
     scene = load_scene(scene_path("v3dg-donut-fused.ply"))
     cam = cameras_for(scene, size=(517, 389))["oblique"]
@@ -162,9 +163,10 @@ def test_huge_splats_around_the_camera_chunk_one_gaussian_at_a_time(monkeypatch)
 @pytest.mark.skipif(REASON is not None, reason=f"GPU backend unavailable: {REASON}")
 def test_3m_gaussians_at_1080p_stay_under_1_gib():
     import cupy as cp
+
     from bench.gpu import PeakMemory
-    from rasterizer.preview import preview_cameras
     from bench.scenes import tile_scene
+    from rasterizer.preview import preview_cameras
     base = load_scene(scene_path("playcanvas-playbot-lod0-500k.ply"))
     scene = tile_scene(base, 3_000_000)
     del base
@@ -233,6 +235,7 @@ def _cuda_files():
 def test_cuda_sources_restate_no_constant_of_the_contract():
     """Every number of rendering.md reaches CUDA as a define; none is written there as a literal."""
     import re
+
     from rasterizer import sh
     contract = [stages.NEAR, stages.FAR, stages.FRUSTUM_CLAMP, stages.EPS2D, stages.LAMBDA_MIN, stages.ALPHA_MIN,
                 stages.ALPHA_MAX, stages.T_MIN, 1.0 / stages.ALPHA_MIN, sh.C0, sh.C1, *sh.C2, *sh.C3]
@@ -252,6 +255,7 @@ def test_cuda_sources_compile():
     import shutil
     import tempfile
     from pathlib import Path
+
     from rasterizer.backends import cuda
     nvcc = shutil.which("nvcc")
     if nvcc is None:

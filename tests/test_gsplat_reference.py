@@ -15,9 +15,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import REPO, assert_images_agree, scene_path
 
 from bench.scenes import BIG_SCENE
-from conftest import REPO, assert_images_agree, scene_path
 from rasterizer.backends import available, gpu_unavailable_reason
 from rasterizer.camera import Camera
 from rasterizer.render import Image, Prepared
@@ -101,7 +101,7 @@ def _gsplat_reason() -> str | None:
     try:
         import gsplat
         import torch
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - not installed, or its CUDA build fails
         return f"gsplat 1.4.0 not importable ({type(e).__name__}: {e})"
     if not torch.cuda.is_available():
         return "PyTorch sees no CUDA device"

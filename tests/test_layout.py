@@ -5,9 +5,9 @@ import math
 
 import numpy as np
 import pytest
-
 import rooms
 from conftest import scene_path
+
 from bench.scenes import REAL_SCENES
 from rasterizer.demo import CEILING, FURNITURE
 from rasterizer.layout import GROUND, INDOOR, OBJECT, analyse_layout, footprint_area, horizontal_axes

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import assert_images_agree
+
 from rasterizer.camera import Camera
 from rasterizer.render import Prepared
 from rasterizer.scene import SH_C0, Scene

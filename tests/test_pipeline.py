@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import run
 from conftest import scene_path
-from pipeline.colmap import match_frames, read_image_names
 from pipeline_support.jobs import IDS, SMALL, job_env, make_capture, run_job
 from pipeline_support.media import grey_level, mean_grey, probe_video
+
+import run
+from pipeline.colmap import match_frames, read_image_names
 
 OUTPUTS = ("splat.ply", "splat_rot.ply", "splat_rot.splat", "splat_rot.sog", "preview_top.jpg", "preview_angle.jpg",
            "preview.mp4")
@@ -153,7 +153,7 @@ def test_full_job_with_standins(tmp_path, demo_ply):
     assert_same_scene(load_scene(out / "splat_rot.ply"), load_scene(demo_ply))
     # 6. ply2splat's bytes
     ply2splat = pytest.importorskip("ply2splat")
-    ref, n = ply2splat.load_and_convert(str(out / "splat_rot.ply"))
+    ref, _n = ply2splat.load_and_convert(str(out / "splat_rot.ply"))
     assert (out / "splat_rot.splat").read_bytes() == bytes(ref)
     # 7. the SOG bundle holds the rotated scene, within its quantisation
     sog = load_scene(out / "splat_rot.sog")
@@ -422,7 +422,8 @@ def test_match_frames_layouts():
     plan = match_frames(["a/x_000003.jpg", "a_000004.jpg", "b/sub/frame12.png"], ["a", "b"])
     assert plan == {"a": {3: ["a/x_000003.jpg"], 4: ["a_000004.jpg"]}, "b": {12: ["b/sub/frame12.png"]}}
     # the longest recording name wins a prefix match; a lone recording takes any numbered name
-    assert match_frames(["scan_1_2_000001.jpg"], ["scan_1", "scan_1_2"]) == {"scan_1": {}, "scan_1_2": {1: ["scan_1_2_000001.jpg"]}}
+    assert match_frames(["scan_1_2_000001.jpg"], ["scan_1", "scan_1_2"]) == {
+        "scan_1": {}, "scan_1_2": {1: ["scan_1_2_000001.jpg"]}}
     assert match_frames(["000009.jpg"], ["only"]) == {"only": {9: ["000009.jpg"]}}
 
 

@@ -8,14 +8,14 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
-
 import rooms
 from conftest import REPO, scene_path
+from PIL import Image
+
 from bench.scenes import REAL_SCENES
 from rasterizer.demo import CEILING_COLOR, DARK, FURNITURE, LIGHT, ROOM_X, ROOM_Z, SQUARE
 from rasterizer.imageio import to_uint8
-from rasterizer.preview import (ELEVATION_DEG, PreviewError, plan_previews, preview_cameras, write_previews)
+from rasterizer.preview import ELEVATION_DEG, PreviewError, plan_previews, preview_cameras, write_previews
 from rasterizer.render import Prepared, render
 from rasterizer.scene import Scene, load_scene
 
@@ -85,7 +85,7 @@ def test_top_view_shows_the_floor_and_every_piece_of_furniture_and_not_the_ceili
     # of the scene's (the glossy ones are brighter from above: SH)
     palette = {name: c for name, (_, _, c) in FURNITURE.items()} | {"light floor": LIGHT, "dark floor": DARK,
                                                                       "ceiling": CEILING_COLOR}
-    for name, (lo, hi, color) in FURNITURE.items():
+    for name, (lo, hi, _color) in FURNITURE.items():
         u, v = pixel_of(top, [(lo[0] + hi[0]) / 2, hi[1], (lo[2] + hi[2]) / 2])
         seen = np.median(rgb[v - 2:v + 3, u - 2:u + 3].reshape(-1, 3), 0)
         closest = min(palette, key=lambda k: np.linalg.norm(seen - palette[k]))

@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from runner_support.fake_posemesh import FakePosemesh
+from runner_support.harness import REG_SECRET, REPO, WALLET
 
 from runner.config import RetryPolicy
 from runner.domain import DomainClient
 from runner.httputil import HttpError
 from runner.storage import ArtifactOutput
-from runner_support.fake_posemesh import FakePosemesh
-from runner_support.harness import REG_SECRET, REPO, WALLET
 
 FAST = RetryPolicy(attempts=5, base_s=0.01, max_s=0.05)
 TOKEN = "dom-token-xyz"

@@ -11,13 +11,28 @@ import sys
 from pathlib import Path
 
 import pytest
+from runner_support.fake_posemesh import FakePosemesh
+from runner_support.harness import (
+    FAKE_RUN,
+    OUTPUTS,
+    PRIVHEX,
+    REG_SECRET,
+    REPO,
+    SOG,
+    SPLAT,
+    SUFFIX,
+    WALLET,
+    NodeProcess,
+    assert_no_secrets,
+    dom_token,
+    manifest_cid,
+    node_env,
+    report,
+    seed_domain,
+)
 
 from pipeline.layout import JobLayout
 from runner.redact import MARK, Secrets
-from runner_support.fake_posemesh import FakePosemesh
-from runner_support.harness import (FAKE_RUN, OUTPUTS, PRIVHEX, REG_SECRET, REPO, SOG, SPLAT, SUFFIX, WALLET,
-                                    NodeProcess, assert_no_secrets, dom_token, manifest_cid, node_env, report,
-                                    seed_domain)
 
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) \S+: ")
 NO_DATASETS = "runner failed: no datasets downloaded; expected at least one dmt_recording_* input"

@@ -11,11 +11,28 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from runner_support.fake_posemesh import FakePosemesh
-from runner_support.harness import (FAKE_RUN, OUTPUTS, PREVIEWS, REG_SECRET, SOG, SPLAT, VIDEO, WALLET,
-                                    NodeProcess, assert_no_secrets, dedupe, dom_token, free_port, manifest_cid,
-                                    node_env, pid_alive, report, seed_domain, wait_for)
+from runner_support.harness import (
+    FAKE_RUN,
+    OUTPUTS,
+    PREVIEWS,
+    REG_SECRET,
+    SOG,
+    SPLAT,
+    VIDEO,
+    WALLET,
+    NodeProcess,
+    assert_no_secrets,
+    dedupe,
+    dom_token,
+    free_port,
+    manifest_cid,
+    node_env,
+    pid_alive,
+    report,
+    seed_domain,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -172,7 +189,7 @@ def test_missing_previews_still_complete(fake, tmp_path):
     assert kind == "complete" and [a["name"] for a in body["meta"]["artifacts"]] == [SPLAT]
     assert "splat_rot.sog not produced; skipping 'refined_splat_sog" in node.log()
     assert "preview_top.jpg not produced; skipping 'refined_splat_preview_top" in node.log()
-    inputs = [p for p in fake.progress_values(task_id) if p.get("stage") == "inputs"][0]
+    inputs = next(p for p in fake.progress_values(task_id) if p.get("stage") == "inputs")
     assert inputs["datasets"] == 1 and inputs["colmap_failed"] == 5 and inputs["colmap_downloaded"] == 0
 
 

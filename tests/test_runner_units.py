@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from runner_support.harness import FAKE_RUN, PRIVHEX, REPO, WALLET, pid_alive, wait_for
 
+from pipeline.layout import suffixed
 from runner.auth import Wallet, siwe_message
 from runner.clock import parse_rfc3339
 from runner.config import Config, ConfigError
 from runner.node import domain_server_url, truncate_utf8
 from runner.paths import contained, sanitize_component
 from runner.pyproc import ChildCancelled, run_python
-from pipeline.layout import suffixed
 from runner.splatter import derived_scan_id, planned_artifacts
 from runner.storage import CidRefused, item_path, parse_cid
-from runner_support.harness import FAKE_RUN, PRIVHEX, REPO, WALLET, pid_alive, wait_for
 
 BASE = "https://domain.example.com"
 DOM = "d-1"
@@ -186,7 +186,8 @@ def test_run_local_lists_the_artifacts(tmp_path):
     rows = [line.split("\t") for line in r.stdout.strip().splitlines()]
     out = job / "refined" / "splatter"
     assert rows == [
-        ["refined_splat_sog_S", "splat_data_sog", str(out / "splat_rot.sog"), str((out / "splat_rot.sog").stat().st_size)],
+        ["refined_splat_sog_S", "splat_data_sog", str(out / "splat_rot.sog"),
+         str((out / "splat_rot.sog").stat().st_size)],
         ["refined_splat_S", "splat_data", str(out / "splat_rot.splat"), str(64 * 32)],
         ["refined_splat_preview_top_S", "splat_preview_top", str(out / "preview_top.jpg"),
          str((out / "preview_top.jpg").stat().st_size)],
@@ -225,6 +226,7 @@ def test_run_python_cancel_kills_the_process_group(tmp_path):
 
 def test_the_tail_keeps_the_last_stderr_lines_whatever_order_the_pipes_were_read_in():
     from collections import deque
+
     from runner.pyproc import last_lines
     # the child wrote 300 stdout lines, then its error; the stderr reader happened to get it first
     kept = {"stdout": deque(((i + 2, f"out {i}") for i in range(300)), maxlen=200),

@@ -6,9 +6,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO, scene_path
 from plyfile import PlyData, PlyElement
 
-from conftest import REPO, scene_path
 from rasterizer.errors import SceneError
 from rasterizer.scene import SH_C0, SPLAT_RECORD, load_scene, save_ply
 

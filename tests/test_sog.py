@@ -346,7 +346,7 @@ def test_load_scene_opens_every_sog_layout(small_sog, tmp_path):
         s = load_scene(p)
         assert np.array_equal(s.means, ref.means) and np.array_equal(s.sh, ref.sh)
         assert np.array_equal(s.quats, ref.quats) and np.array_equal(s.opacities, ref.opacities)
-    with pytest.raises(SceneError, match="folder without a SOG meta.json"):
+    with pytest.raises(SceneError, match=r"folder without a SOG meta\.json"):
         load_scene(tmp_path)
 
 

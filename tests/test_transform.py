@@ -3,15 +3,24 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import assert_images_agree, psnr, scene_path
+
 from rasterizer import Camera, render
 from rasterizer.errors import SceneError
 from rasterizer.preview import preview_cameras, robust_bounds
 from rasterizer.scene import Scene, load_scene, save_ply
 from rasterizer.sh import sh_basis
-from rasterizer.transform import (COLMAP_TO_NERFSTUDIO, Similarity, from_matrix, matrix_to_quat, quat_multiply,
-                                  rotate_sh, sh_band_matrices, transform_camera, transform_scene)
+from rasterizer.transform import (
+    COLMAP_TO_NERFSTUDIO,
+    Similarity,
+    from_matrix,
+    matrix_to_quat,
+    quat_multiply,
+    rotate_sh,
+    sh_band_matrices,
+    transform_camera,
+    transform_scene,
+)
 
 SIZE = (240, 136)
 

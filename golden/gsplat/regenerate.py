@@ -30,9 +30,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
+from cameras import cameras_for  # noqa: E402
+
 from bench.gpu import gsplat_render  # noqa: E402
 from bench.scenes import BIG_SCENE, REAL_SCENES, scenes_dir  # noqa: E402
-from cameras import cameras_for  # noqa: E402
 from rasterizer.camera import Camera  # noqa: E402
 from rasterizer.demo import demo_scene  # noqa: E402
 from rasterizer.preview import DEFAULT_BACKGROUND, robust_bounds  # noqa: E402

@@ -21,12 +21,12 @@ _auto_choice: str | None = None
 def gpu_unavailable_reason() -> str | None:
     """Why the GPU backend cannot run here, or None when it can."""
     try:
-        import cupy  # noqa: F401
-    except Exception as e:  # ImportError, or a CUDA library that fails to load
+        import cupy
+    except Exception as e:  # noqa: BLE001 - ImportError, or a CUDA library that fails to load
         return f"CuPy is not importable ({type(e).__name__}: {e})"
     try:
         n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - any CUDA runtime failure means "no usable device"
         return f"CuPy sees no CUDA device ({type(e).__name__}: {e})"
     if n < 1:
         return "CuPy sees no CUDA device"

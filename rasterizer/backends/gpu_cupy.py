@@ -95,7 +95,7 @@ def load_kernels() -> None:
             _kernel(name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sm_count() -> int:
     return int(cp.cuda.Device().attributes["MultiProcessorCount"])
 

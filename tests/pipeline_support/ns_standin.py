@@ -1,7 +1,7 @@
 """Stand-ins for nerfstudio's ``ns-process-data``, ``ns-train`` and ``ns-export`` (test doubles).
 
-Each is a real process on ``PATH`` (``jobs.standin_bin`` writes the commands): it insists on the exact arguments run.py must
-pass (nerfstudio's own CLI would accept others, but the pipeline contract is these), checks the
+Each is a real process on ``PATH`` (``jobs.standin_bin`` writes the commands): it insists on the exact
+arguments run.py must pass (nerfstudio's own CLI would accept others, but the pipeline contract is these), checks the
 inputs the real tool needs, and writes the files the real tool writes:
 
 - ``ns-process-data images --data ROOT/Frames --output-dir ROOT/refined/nerfstudio-data

@@ -142,7 +142,7 @@ class FakePosemesh:
                                         daemon=True)
 
     # ------------------------------------------------------------ lifecycle
-    def start(self) -> "FakePosemesh":
+    def start(self) -> FakePosemesh:
         self._thread.start()
         return self
 
@@ -150,7 +150,7 @@ class FakePosemesh:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> "FakePosemesh":
+    def __enter__(self) -> FakePosemesh:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -265,7 +265,7 @@ class FakePosemesh:
         except Drop:
             self._drop(h)
             return
-        except Exception as exc:  # a server bug must show as a 500 in the test, not a hang
+        except Exception as exc:  # noqa: BLE001 - a server bug must show as a 500 in the test, not a hang
             status, payload, ctype = 500, {"error": f"fake server error: {exc!r}"}, "application/json"
         if fault and fault.action == "drop_after":
             self._drop(h)
@@ -456,7 +456,9 @@ class FakePosemesh:
             with self.lock:
                 item = self.items.get(item_id)
             if r.method == "GET" and r.query == "raw=true":
-                return (404, {"error": "not found"}, j) if item is None else (200, item.data, "application/octet-stream")
+                if item is None:
+                    return 404, {"error": "not found"}, j
+                return 200, item.data, "application/octet-stream"
             if r.method == "DELETE":
                 with self.lock:
                     self.items.pop(item_id, None)

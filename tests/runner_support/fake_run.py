@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from pipeline.layout import COLMAP_INPUTS, PREVIEW_ANGLE, PREVIEW_TOP, JobLayout  # noqa: E402
+from pipeline.layout import COLMAP_INPUTS, PREVIEW_ANGLE, PREVIEW_TOP, JobLayout
 
 
 def sha(path: Path) -> str:

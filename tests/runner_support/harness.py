@@ -4,14 +4,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import uuid
 import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from eth_account import Account
 
@@ -141,7 +141,7 @@ class NodeProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"node did not exit in {timeout}s; log:\n{self.log()}")
+            raise AssertionError(f"node did not exit in {timeout}s; log:\n{self.log()}") from None
         finally:
             self._log.close()
 
