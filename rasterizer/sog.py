@@ -45,11 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from numba import njit
 from PIL import Image
 
 from .errors import SceneError
-from .kmeans import kmeans
 from .scene import Scene, atomic_write
 
 log = logging.getLogger(__name__)
@@ -118,6 +116,8 @@ def write_sog(scene: Scene, path: str | os.PathLike, *, iterations: int = KMEANS
     fixes its random choices; ``workers`` bounds the threads that quantise and encode images.
     Returns sizes and timings; logs progress.
     """
+    from .kmeans import kmeans, quantize_1d  # numba: imported by the writer only, never by a reader
+
     t0 = time.perf_counter()
     path = Path(path)
     n = len(scene)
@@ -150,8 +150,8 @@ def write_sog(scene: Scene, path: str | os.PathLike, *, iterations: int = KMEANS
 
         packed = pool.submit(pack)
         # the 1-D codebooks: one after the other (each holds a few arrays of all the values)
-        codebooks = pool.submit(lambda: (quantize_1d(scene.scales.T.ravel()),
-                                         quantize_1d(scene.sh[:, 0, :].T.ravel())))
+        codebooks = pool.submit(lambda: (quantize_1d(scene.scales.T.ravel(), CODEBOOK_SIZE),
+                                         quantize_1d(scene.sh[:, 0, :].T.ravel(), CODEBOOK_SIZE)))
         km = None
         if degree > 0:
             km = kmeans(_rows(scene.sh[:, 1:, :]), palette_size(n), iterations=iterations, seed=seed,
@@ -161,7 +161,7 @@ def write_sog(scene: Scene, path: str | os.PathLike, *, iterations: int = KMEANS
         if km is not None:
             palette, coeffs = len(km.centroids), SH_COEFFS[degree]
             # the clustered rows are (coefficient, channel) pairs; the codebook pools all of them
-            cb, cb_lab = quantize_1d(km.centroids.T.ravel())
+            cb, cb_lab = quantize_1d(km.centroids.T.ravel(), CODEBOOK_SIZE)
             cb_lab = cb_lab.reshape(coeffs, 3, palette).transpose(1, 0, 2)   # [channel, coefficient, entry]
             rows = -(-palette // PALETTE_ROW)
             cen = np.zeros((rows * PALETTE_ROW, coeffs, 4), np.uint8)
@@ -369,103 +369,6 @@ def _quat_bytes(quats: np.ndarray) -> np.ndarray:
 def encode_opacity(logits: np.ndarray) -> np.ndarray:
     a = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
     return np.clip(a * 255.0, 0.0, 255.0).astype(np.uint8)
-
-
-# --------------------------------------------------------------------------- 1-D codebooks
-
-def quantize_1d(values: np.ndarray, k: int = CODEBOOK_SIZE, alpha: float = 0.5):
-    """A ``k``-entry codebook (ascending float32) for ``values`` and each value's nearest entry (uint8).
-
-    splat-transform's quantiser: the sorted values go into ``min(1024, N)`` bins placed by a blend of
-    rank and value (the blend leans to rank when outliers stretch the range), each bin weighs
-    ``count^alpha``, and a dynamic programme splits the bins into at most ``k`` runs of least
-    weighted squared error; each run's weighted mean is an entry, the last repeated to fill ``k``.
-    A value's label is the entry whose midpoints with its neighbours enclose it.
-    """
-    data = np.asarray(values, np.float32).ravel()
-    nval = len(data)
-    srt = np.sort(data).astype(np.float64)
-    vmin, vmax = srt[0], srt[-1]
-    vrange = vmax - vmin
-    if vrange < 1e-20:
-        return np.full(k, data[0], np.float32), np.zeros(nval, np.uint8)
-    bins_n = min(1024, nval)
-    iqr = srt[math.floor(nval * 0.75)] - srt[math.floor(nval * 0.25)]
-    beta = max(0.5, min(0.999, 1.0 - iqr / vrange))
-    # bin = min(H - 1, floor(H·(β·i/N + (1 - β)·(v - min)/range))), a chunk at a time (small temporaries)
-    bins = np.empty(nval, np.int32)
-    for a in range(0, nval, 1 << 20):
-        pos = np.arange(a, min(nval, a + (1 << 20)), dtype=np.float64)
-        pos /= nval
-        pos *= beta
-        uni = srt[a:a + (1 << 20)] - vmin
-        uni /= vrange
-        uni *= 1.0 - beta
-        pos += uni
-        pos *= bins_n
-        bins[a:a + (1 << 20)] = np.minimum(np.floor(pos), bins_n - 1)
-    counts = np.bincount(bins, minlength=bins_n).astype(np.float64)
-    sums = np.bincount(bins, weights=srt, minlength=bins_n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        centers = np.where(counts > 0, sums / counts, vmin + (np.arange(bins_n) + 0.5) / bins_n * vrange)
-    weights = np.where(counts > 0, np.power(counts, alpha), 0.0)
-    zero = np.zeros(1)
-    pw = np.concatenate([zero, np.cumsum(weights)])
-    pwx = np.concatenate([zero, np.cumsum(weights * centers)])
-    pwxx = np.concatenate([zero, np.cumsum(weights * centers * centers)])
-    eff_k = min(k, int(np.count_nonzero(counts)))
-    entries = np.sort(_split_bins(pw, pwx, pwxx, centers, eff_k).astype(np.float32))
-    codebook = np.empty(k, np.float32)
-    codebook[:eff_k] = entries
-    codebook[eff_k:] = entries[-1]
-    mid = (codebook[:-1].astype(np.float64) + codebook[1:]) * 0.5
-    labels = np.empty(nval, np.uint8)
-    for a in range(0, nval, 1 << 20):   # in chunks: int64 indices of every value at once are big
-        labels[a:a + (1 << 20)] = np.searchsorted(mid, data[a:a + (1 << 20)].astype(np.float64), side="right")
-    return codebook, labels
-
-
-@njit(cache=True, nogil=True)
-def _run_cost(pw, pwx, pwxx, a, b):  # pragma: no cover - compiled
-    """Weighted squared error of bins a..b around their weighted mean (prefix sums)."""
-    w = pw[b + 1] - pw[a]
-    if w <= 0:
-        return 0.0
-    wx = pwx[b + 1] - pwx[a]
-    return (pwxx[b + 1] - pwxx[a]) - (wx * wx) / w
-
-
-@njit(cache=True, nogil=True)
-def _split_bins(pw, pwx, pwxx, centers, k):  # pragma: no cover - compiled
-    """Weighted means of the ``k`` runs of bins with least total weighted squared error."""
-    nb = len(centers)
-    inf = 1e30
-    prev = np.empty(nb)
-    cur = np.empty(nb)
-    split = np.zeros((k + 1, nb), np.int32)
-    for j in range(nb):
-        prev[j] = _run_cost(pw, pwx, pwxx, 0, j)
-    for m in range(2, k + 1):
-        cur[:] = inf
-        for j in range(m - 1, nb):
-            best = inf
-            best_s = m - 2
-            for s in range(m - 2, j):  # the first best split wins ties
-                cost = prev[s] + _run_cost(pw, pwx, pwxx, s + 1, j)
-                if cost < best:
-                    best = cost
-                    best_s = s
-            cur[j] = best
-            split[m, j] = best_s
-        prev, cur = cur, prev
-    out = np.empty(k)
-    j = nb - 1
-    for m in range(k, 0, -1):
-        s = split[m, j] if m > 1 else -1
-        w = pw[j + 1] - pw[s + 1]
-        out[m - 1] = (centers[s + 1] + centers[j]) * 0.5 if w <= 0 else (pwx[j + 1] - pwx[s + 1]) / w
-        j = s
-    return out
 
 
 # --------------------------------------------------------------------------- reading

@@ -48,3 +48,31 @@ def test_same_input_same_output_bit_for_bit(backend):
     runs = [Prepared(scene, backend).render(cam, (0.1, 0.2, 0.3)) for _ in range(3)]
     for r in runs[1:]:
         assert np.array_equal(r.rgb, runs[0].rgb) and np.array_equal(r.alpha, runs[0].alpha)
+
+
+def test_loading_and_the_numpy_backend_never_import_numba(tmp_path):
+    """Only the chosen backend's module is imported: reading every scene format and rendering with the NumPy
+    reference leaves numba (0.3 s of start-up, and the SOG writer's dependency) unimported. The GPU preview
+    counts on it: its end-to-end time is mostly start-up."""
+    import subprocess
+    import sys
+
+    from rasterizer.demo import demo_scene
+    from rasterizer.scene import save_ply
+    from rasterizer.splatfile import convert
+
+    save_ply(demo_scene().subset(np.arange(2000)), tmp_path / "s.ply")
+    convert(tmp_path / "s.ply", tmp_path / "s.splat")
+    code = (
+        "import sys\n"
+        "from rasterizer.cli import main\n"
+        "from rasterizer.scene import load_scene\n"
+        f"load_scene({str(tmp_path / 's.splat')!r})\n"
+        f"rc = main(['preview', {str(tmp_path / 's.ply')!r}, '--out', {str(tmp_path / 'out')!r},"
+        " '--backend', 'numpy', '--size', '64x48'])\n"
+        "assert rc == 0, rc\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numba', 'cupy')))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["preview_angle.jpg", "preview_top.jpg"]

@@ -26,7 +26,7 @@ from bench.sog import ReferenceUnavailable, run_splat_transform, splat_transform
 from rasterizer import sog
 from rasterizer.backends import gpu_unavailable_reason
 from rasterizer.errors import SceneError
-from rasterizer.kmeans import allocate, kmeans
+from rasterizer.kmeans import allocate, kmeans, quantize_1d
 from rasterizer.render import Prepared
 from rasterizer.scene import Scene, load_scene, save_ply
 from rasterizer.splatfile import convert as ply_to_splat
@@ -242,16 +242,16 @@ def test_quaternion_bytes_decode_to_the_rotation():
 def test_quantize_1d_codebook():
     rng = np.random.default_rng(11)
     vals = np.concatenate([rng.normal(-5, 1, 30000), rng.normal(3, 0.1, 3000), [40.0, -60.0]]).astype(np.float32)
-    cb, lab = sog.quantize_1d(vals)
+    cb, lab = quantize_1d(vals, sog.CODEBOOK_SIZE)
     assert cb.dtype == np.float32 and len(cb) == 256 and (np.diff(cb) >= 0).all()
     assert cb[0] <= -59 and cb[-1] >= 39   # the outliers keep entries of their own
     # every label is (one of) the nearest entries
     err = np.abs(cb[lab] - vals)
     assert (err <= np.abs(vals[:, None] - cb[None]).min(1) + 1e-6).all()
     # few distinct values: exact entries, padded with the last
-    cb2, lab2 = sog.quantize_1d(np.array([1, 2, 2, 3, 1], np.float32))
+    cb2, lab2 = quantize_1d(np.array([1, 2, 2, 3, 1], np.float32), sog.CODEBOOK_SIZE)
     assert np.array_equal(cb2[:3], [1, 2, 3]) and (cb2[3:] == 3).all() and np.array_equal(cb2[lab2], [1, 2, 2, 3, 1])
-    cb3, lab3 = sog.quantize_1d(np.full(10, 0.25, np.float32))
+    cb3, lab3 = quantize_1d(np.full(10, 0.25, np.float32), sog.CODEBOOK_SIZE)
     assert (cb3 == 0.25).all() and (lab3 == 0).all()
 
 
