@@ -2,6 +2,6 @@
 
 One module per remote service (``auth`` = DDS, ``dms`` = DMS, ``domain`` = the domain data server), plus the
 task session (heartbeats), the node loop and the splatter runner itself. Wire details follow
-``shared/docs/posemesh-protocol.md``.
+``docs/protocol.md``.
 """
 __version__ = "0.1.0"
