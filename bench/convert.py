@@ -12,23 +12,16 @@ the main benchmark.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from .scenes import REPO, SH3_SCENE, find_scene
+from .child import run_child
+from .scenes import SH3_SCENE, find_scene
 
 _CHILD = r"""
-import json, sys, time
-sys.path.insert(0, {repo!r})
-def status(key):
-    for line in open('/proc/self/status'):
-        if line.startswith(key + ':'):
-            return int(line.split()[1]) * 1024
 which, src, dst = sys.argv[1:4]
 if which == 'ply2splat':
     import ply2splat
@@ -40,7 +33,7 @@ base = status('VmRSS')
 t0 = time.perf_counter()
 run()
 wall = time.perf_counter() - t0
-print(json.dumps({{'wall_s': wall, 'peak_bytes': status('VmHWM') - base}}))
+report(wall_s=wall, peak_bytes=status('VmHWM') - base)
 """
 
 
@@ -60,9 +53,7 @@ def make_sh3_ply(path: Path, n: int, source: Path | None = None) -> Path:
 
 
 def _run_child(which: str, src: Path, dst: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", _CHILD.format(repo=str(REPO)), which, str(src), str(dst)],
-                         check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(_CHILD, which, src, dst)
 
 
 def bench_convert(n: int = 1_000_000, repeat: int = 3, source: Path | None = None) -> dict:

@@ -12,24 +12,16 @@ interpreter and imports included) of ``load_scene``. Prints medians, the ratios 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from .child import run_child
 from .convert import make_sh3_ply
-from .scenes import REPO
 
 _CHILD = r"""
-import json, sys, time
-sys.path.insert(0, {repo!r})
-def status(key):
-    for line in open('/proc/self/status'):
-        if line.startswith(key + ':'):
-            return int(line.split()[1]) * 1024
 what, path = sys.argv[1:3]
 if what == 'read':
     t0 = time.perf_counter()
@@ -44,8 +36,7 @@ else:
     scene = load_scene(path)
     wall = time.perf_counter() - t0
     n = len(scene)
-print(json.dumps({{'wall_s': wall, 'n': n, 'peak_bytes': status('VmHWM'),
-                  'before_bytes': before if what == 'load' else 0}}))
+report(wall_s=wall, n=n, peak_bytes=status('VmHWM'), before_bytes=before if what == 'load' else 0)
 """
 
 #: issue 12's targets for a 1M-Gaussian SH-3 PLY
@@ -53,9 +44,7 @@ TIME_TARGET, MEMORY_TARGET = 2.0, 1.5
 
 
 def _child(what: str, path: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", _CHILD.format(repo=str(REPO)), what, str(path)],
-                         check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(_CHILD, what, path)
 
 
 def _measure(path: Path, repeat: int) -> dict:

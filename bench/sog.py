@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .scenes import REPO, SH3_SCENE, find_scene, tile_scene
+from .child import run_child
+from .scenes import SH3_SCENE, find_scene, tile_scene
 
 SPLAT_TRANSFORM_VERSION = "3.7.0"
 SPLAT_TRANSFORM = "@playcanvas/splat-transform"
@@ -109,12 +110,6 @@ def make_sh3_ply(path: Path, n: int, source: Path | None = None, seed: int = 1) 
 # --------------------------------------------------------------------------- runs
 
 _CHILD = r"""
-import json, sys, time
-sys.path.insert(0, {repo!r})
-def status(key):
-    for line in open('/proc/self/status'):
-        if line.startswith(key + ':'):
-            return int(line.split()[1]) * 1024
 src, dst, device = sys.argv[1:4]
 from rasterizer.scene import load_scene
 from rasterizer.sog import write_sog
@@ -124,19 +119,14 @@ scene = load_scene(src)
 t1 = time.perf_counter()
 stats = write_sog(scene, dst, device=device)
 t2 = time.perf_counter()
-print(json.dumps({{'wall_s': t2 - t0, 'load_s': t1 - t0, 'write_s': t2 - t1, 'kmeans_s': stats.kmeans_seconds,
-                  'kmeans_device': stats.kmeans_device, 'peak_rss': status('VmHWM'),
-                  'peak_above_start': status('VmHWM') - base}}))
+report(wall_s=t2 - t0, load_s=t1 - t0, write_s=t2 - t1, kmeans_s=stats.kmeans_seconds,
+       kmeans_device=stats.kmeans_device, peak_rss=status('VmHWM'), peak_above_start=status('VmHWM') - base)
 """
 
 
 def run_ours(src: Path, dst: Path, device: str) -> dict:
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", _CHILD.format(repo=str(REPO)), str(src), str(dst), device],
-                         capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"our SOG writer failed:\n{out.stderr[-3000:]}")
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = run_child(_CHILD, src, dst, device)
     res["process_s"] = time.perf_counter() - t0
     return res
 

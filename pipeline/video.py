@@ -3,14 +3,14 @@ name and renamed, with progress in the log (frames done, rate, time left)."""
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import av
 import numpy as np
+
+from rasterizer.scene import staged_file
 
 log = logging.getLogger(__name__)
 
@@ -49,24 +49,14 @@ def write_mp4(path: Path, frames: Iterable[np.ndarray], size: tuple[int, int], f
     raised by the ``frames`` iterator itself) removes the temporary file and propagates.
     """
     w, h = size
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
-            stream = container.add_stream(CODEC, rate=fps)
-            stream.width, stream.height, stream.pix_fmt = w, h, PIX_FMT
-            stream.options = dict(CODEC_OPTIONS)
-            progress = Progress(what, total)
-            for rgb in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
-                progress.tick()
-            container.mux(stream.encode())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with staged_file(path) as tmp, av.open(str(tmp), mode="w", format="mp4",
+                                           options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream(CODEC, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, PIX_FMT
+        stream.options = dict(CODEC_OPTIONS)
+        progress = Progress(what, total)
+        for rgb in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+            progress.tick()
+        container.mux(stream.encode())
     return path

@@ -12,6 +12,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -396,23 +397,29 @@ def save_ply(scene: Scene, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda f: PlyData([PlyElement.describe(records, "vertex")]).write(f))
 
 
-def atomic_write(path: Path, write) -> Path:
-    """Run ``write(fileobj)`` into a temp file beside ``path``, then rename it into place."""
+@contextmanager
+def staged_file(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary name beside ``path`` for a writer to fill: renamed onto ``path`` (with the usual mode)
+    when the block ends normally, removed when it raises. No reader ever sees a half-written ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
+        yield tmp
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs get the usual mode
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        tmp.unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Run ``write(fileobj)`` into a temp file beside ``path``, then rename it into place."""
+    with staged_file(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+    return Path(path)
 
 
 def current_umask() -> int:
