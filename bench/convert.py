@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from .child import run_child
-from .scenes import SH3_SCENE, find_scene
+from .scenes import SH3_SCENE, add_tiled_scene_arguments, find_scene
 
 _CHILD = r"""
 which, src, dst = sys.argv[1:4]
@@ -79,9 +79,7 @@ def bench_convert(n: int = 1_000_000, repeat: int = 3, source: Path | None = Non
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.convert", description=__doc__.splitlines()[0])
-    ap.add_argument("--gaussians", type=int, default=1_000_000)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--source", type=Path, default=None, help="PLY to tile (default: the real SH-3 scene)")
+    add_tiled_scene_arguments(ap, repeat=3)
     args = ap.parse_args(argv)
     r = bench_convert(args.gaussians, args.repeat, args.source)
     mib = 1 << 20

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .child import run_child
 from .convert import make_sh3_ply
+from .scenes import add_tiled_scene_arguments
 
 _CHILD = r"""
 what, path = sys.argv[1:3]
@@ -74,9 +75,7 @@ def bench_load(n: int = 1_000_000, repeat: int = 3, source: Path | None = None) 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.splitlines()[0])
-    ap.add_argument("--gaussians", type=int, default=1_000_000)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--source", type=Path, default=None, help="PLY to tile (default: the real SH-3 scene)")
+    add_tiled_scene_arguments(ap, repeat=3)
     args = ap.parse_args(argv)
     r = bench_load(args.gaussians, args.repeat, args.source)
     mib = 1 << 20

@@ -60,3 +60,10 @@ def tile_scene(scene: Scene, n_target: int, gap: float = 0.05) -> Scene:
     means = (np.concatenate([scene.means + o for o in offsets])[:n_target]).astype(np.float32)
     return Scene(means, rep(scene.scales), rep(scene.quats), rep(scene.opacities), rep(scene.sh),
                  None if scene.normals is None else rep(scene.normals), f"{scene.source} x{n_target / n:.2f}")
+
+
+def add_tiled_scene_arguments(ap, repeat: int) -> None:
+    """The options of the benchmarks that measure a big SH-3 PLY tiled from a real scene."""
+    ap.add_argument("--gaussians", type=int, default=1_000_000, help="Gaussians in the tiled SH-3 PLY")
+    ap.add_argument("--repeat", type=int, default=repeat, help=f"runs per case (default {repeat})")
+    ap.add_argument("--source", type=Path, default=None, help="PLY to tile (default: the real SH-3 scene)")

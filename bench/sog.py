@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .child import run_child
-from .scenes import SH3_SCENE, find_scene, tile_scene
+from .scenes import SH3_SCENE, add_tiled_scene_arguments, find_scene, tile_scene
 
 SPLAT_TRANSFORM_VERSION = "3.7.0"
 SPLAT_TRANSFORM = "@playcanvas/splat-transform"
@@ -204,14 +204,12 @@ def bench_sog(n: int = 1_000_000, device: str = "auto", repeat: int = 1, referen
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.sog", description=__doc__.splitlines()[0])
-    ap.add_argument("--gaussians", type=int, default=1_000_000)
+    add_tiled_scene_arguments(ap, repeat=1)
     ap.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto", help="where our k-means runs")
-    ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--reference", action="store_true", help="also run splat-transform (needs node and npm)")
     ap.add_argument("--reference-iterations", type=int, default=10)
     ap.add_argument("--reference-gpu", action="store_true", help="let splat-transform use a WebGPU device")
     ap.add_argument("--reference-timeout", type=float, default=3600)
-    ap.add_argument("--source", type=Path, default=None, help="PLY to tile (default: the real SH-3 scene)")
     ap.add_argument("--render-backend", choices=["numpy", "cpu", "gpu", "auto"], default="auto",
                     help="renderer for the PSNR figures (default auto)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON too")
