@@ -308,6 +308,10 @@ def test_kmeans_collapses_equal_rows(blobs):
     many = np.concatenate([np.zeros((3000, 45), np.float32), base[pick]])   # untrained SH bands: zeros
     first, inverse = distinct_rows(many)
     assert np.array_equal(many[first][inverse], many) and first[0] == 0 and len(first) == len(np.unique(pick)) + 1
+    wide = np.zeros((len(many), 48), np.float32)   # the SOG writer's rows: strided views of the SH array
+    wide[:, 3:] = many
+    f2, i2 = distinct_rows(wide[:, 3:])
+    assert np.array_equal(f2, first) and np.array_equal(i2, inverse)
     a = kmeans(many, 512, iterations=4, seed=3, device="cpu")
     weights = np.bincount(inverse).astype(np.float64)
     b = kmeans(many[first], 512, iterations=4, seed=3, device="cpu", weights=weights)
