@@ -112,13 +112,13 @@ def step_extract(job: Job) -> None:
     log.info("extract: %d recording(s): %s", len(recordings), ", ".join(map(repr, recordings)))
     if layout.images_bin.is_file():
         names = colmap.read_image_names(layout.images_bin)
-        plan = colmap.match_frames(names, list(recordings))
+        plan: dict[str, dict[int, list[str]] | None] = dict(colmap.match_frames(names, list(recordings)))
         log.info("extract: %s names %d images; matched all to %d recording(s), layout %s", layout.images_bin,
                  len(names), sum(1 for d in plan if plan[d]), colmap.describe_layout(names))
     else:
         log.warning("extract: %s not found; extracting every frame as <recording>_<index:06d>.jpg "
                     "(ns-process-data needs the COLMAP model to match them)", layout.images_bin)
-        plan = {d: None for d in recordings}
+        plan = dict.fromkeys(recordings)   # no COLMAP model: every frame of every recording
     layout.frames.mkdir(parents=True, exist_ok=True)
     for recording, mp4 in recordings.items():
         wanted = plan[recording]
@@ -168,7 +168,7 @@ def run_tool(step: str, cmd: list[str]) -> None:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with subprocess.Popen([exe, *cmd[1:]], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           errors="replace", bufsize=1, env=env) as proc:
-        for line in proc.stdout:  # universal newlines: progress bars' \r ends a line too
+        for line in proc.stdout or ():  # universal newlines: progress bars' \r ends a line too
             line = line.rstrip()
             if line:
                 log.info("%s | %s", cmd[0], line)

@@ -126,7 +126,7 @@ class StagedFolder:
 
     def __init__(self, out: Path, replace: bool):
         self.out, self.replace = Path(out), replace
-        self.path: Path | None = None
+        self.path = Path()   # the temp folder, made by __enter__
         self._made: list[Path] = []
         self._done = False
 
@@ -160,7 +160,7 @@ class StagedFolder:
         return [self.out / name for name in names]
 
     def __exit__(self, *exc) -> None:
-        if self._done or self.path is None:
+        if self._done or self.path == Path():
             return
         shutil.rmtree(self.path, ignore_errors=True)
         for folder in self._made:

@@ -261,7 +261,7 @@ def _partition(xp, name, x, w, idx, k, iterations, key, leaves) -> None:
     sample = np.sort(rng.choice(n, size=min(n, CELL_SAMPLE * cells), replace=False))
     pick = xp.asarray(sample if idx is None else idx[sample])
     xs, ws = x[pick], w[pick]
-    init = kmeans_pp(xp, xs, ws, None, np.array([0, len(xs)]), np.array([cells]), rng.integers(1 << 62))
+    init = kmeans_pp(xp, xs, ws, None, np.array([0, len(xs)]), np.array([cells]), int(rng.integers(1 << 62)))
     coarse, _ = _lloyd(xp, xs, ws, init, iterations)
     cell_of = _host(xp, _nearest(xp, x if idx is None else x[xp.asarray(idx)], coarse)[0])
     counts = np.bincount(cell_of, minlength=cells)

@@ -108,12 +108,14 @@ class Layout:
     @property
     def auto_cut(self) -> float | None:
         """The default section cut: just below the ceiling's underside (indoor scenes only)."""
-        if self.kind != INDOOR:
+        if self.kind != INDOOR or self.ceiling is None or self.ceiling_underside is None:
             return None
         return self.ceiling_underside - CUT_MARGIN * (self.ceiling - self.base)
 
     def floor_height_at(self, points: np.ndarray) -> np.ndarray:
         """Height of the floor plane under each of ``points`` (N, 3)."""
+        if self.floor_plane is None:
+            raise ValueError("the scene has no floor plane")
         a, b, c = self.floor_plane
         return a * (points @ self.axes[0]) + b * (points @ self.axes[1]) + c
 
@@ -132,7 +134,7 @@ def horizontal_axes(up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ``up`` and to each other (x and z for +Y up)."""
     up = np.asarray(up, np.float64)
     k = int(np.argmax(np.abs(up)))
-    out = []
+    out: list[np.ndarray] = []
     for i in (i for i in range(3) if i != k):
         v = np.eye(3)[i] - (np.eye(3)[i] @ up) * up
         for w in out:
@@ -262,7 +264,7 @@ def analyse_layout(scene: Scene, up) -> Layout:
         cand = np.flatnonzero(footprint & (clearance >= CEILING_MIN_CLEARANCE)
                               & (top_upper - top_lower <= CEILING_MAX_THICKNESS * clearance)
                               & _smooth(occ, top_level, (nx, nz), 2 * tol))
-        area = int(footprint.sum())
+        footprint_cells = int(footprint.sum())
         if len(cand):
             # drop the candidates below the first height shared by a layer covering CEILING_LAYER_SHARE
             # of the footprint (a cabinet top where the ceiling was not captured is smaller); several
@@ -270,9 +272,9 @@ def analyse_layout(scene: Scene, up) -> Layout:
             c = np.sort(clearance[cand])
             w = 2 * tol
             around = np.searchsorted(c, c + w, "right") - np.searchsorted(c, c - w, "left")
-            layer = around >= CEILING_LAYER_SHARE * area
+            layer = around >= CEILING_LAYER_SHARE * footprint_cells
             under = cand[clearance[cand] >= c[np.argmax(layer)] - w] if layer.any() else cand[:0]
-            ceiling_share = len(under) / area
+            ceiling_share = len(under) / footprint_cells
             if ceiling_share >= CEILING_MIN_SHARE and len(under) >= MIN_LAYER_CELLS:
                 ceiling = float(np.median(top_level[under]))
                 underside = float(np.percentile(top_lower[under], 5.0))
@@ -359,7 +361,7 @@ def _floor_plane(pts: np.ndarray, tol: float, hbin: float):
     p, q, h = pts[:, 0], pts[:, 1], pts[:, 2]
     # horizontal hypotheses: one per height bin
     centres = np.arange(h.min(), h.max() + hbin, hbin)
-    hyp = [np.stack([np.zeros_like(centres), np.zeros_like(centres), centres], 1)]
+    hyps = [np.stack([np.zeros_like(centres), np.zeros_like(centres), centres], 1)]
     # tilted ones through random triples of cells
     rng = np.random.default_rng(0)
     tri = rng.integers(0, len(pts), (RANSAC_TRIPLES, 3))
@@ -369,8 +371,8 @@ def _floor_plane(pts: np.ndarray, tol: float, hbin: float):
     if ok.any():
         sol = np.linalg.solve(a[ok], h[tri[ok]][..., None])[..., 0]
         sol = sol[np.hypot(sol[:, 0], sol[:, 1]) <= math.tan(math.radians(MAX_TILT_DEG))]
-        hyp.append(sol)
-    hyp = np.concatenate(hyp)
+        hyps.append(sol)
+    hyp = np.concatenate(hyps)
     resid = np.abs(h[None, :] - (hyp[:, :1] * p[None, :] + hyp[:, 1:2] * q[None, :] + hyp[:, 2:]))
     score = (resid <= tol).sum(1)
     pc, qc = p.mean(), q.mean()

@@ -337,9 +337,10 @@ def _choose_corner(scene: Scene, layout: Layout, cut_height, cams) -> tuple[int,
     idx = idx[:: max(1, -(-len(idx) // CORNER_SAMPLE))]
     pts = scene.means[idx].astype(np.float64)
     floor = np.zeros(len(idx), bool)
-    if layout.floor_plane is not None:
-        top = cut_height if cut_height is not None else layout.ceiling or (layout.floor + 1.0)
-        floor = np.abs(pts @ layout.up - layout.floor_height_at(pts)) <= FLOOR_BAND * (top - layout.floor)
+    if layout.floor_plane is not None and layout.floor is not None:
+        base = layout.floor
+        top = cut_height if cut_height is not None else layout.ceiling or (base + 1.0)
+        floor = np.abs(pts @ layout.up - layout.floor_height_at(pts)) <= FLOOR_BAND * (top - base)
     scores = []
     for cam in cams:
         small = _scaled(cam, math.sqrt(len(idx) / CORNER_DENSITY / (cam.width * cam.height)))

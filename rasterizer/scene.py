@@ -11,7 +11,7 @@ import io
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,7 +120,7 @@ def load_ply(path: str | os.PathLike) -> Scene:
     """
     path = Path(path)
     vertices = open_vertices(path, REQUIRED)
-    names = set(vertices.dtype.names)
+    names = set(vertices.dtype.names or ())
     n_rest = sum(1 for p in names if p.startswith("f_rest_"))
     if n_rest not in F_REST_COUNT:
         raise SceneError(f"{path}: {n_rest} f_rest properties; expected 0, 9, 24 or 45 (SH degree 0-3)")
@@ -139,7 +139,8 @@ def load_ply(path: str | os.PathLike) -> Scene:
              "quats": ["rot_0", "rot_1", "rot_2", "rot_3"], "opacities": "opacity", "sh": sh_props}
     if has_normals:
         props["normals"] = ["nx", "ny", "nz"]
-    lists = sorted(p for p in names if vertices.dtype.fields[p][0].kind not in "biuf"
+    fields: Mapping = vertices.dtype.fields or {}
+    lists = sorted(p for p in names if fields[p][0].kind not in "biuf"
                    and p in {q for v in props.values() for q in np.ravel(v)})
     if lists:
         raise SceneError(f"{path}: PLY vertex properties {', '.join(lists)} are lists, not numbers")
@@ -171,8 +172,9 @@ class VertexRecords:
 
     def chunks(self) -> Iterator[np.ndarray]:
         """The records in order, about :data:`CHUNK_BYTES` at a time, read into one reused buffer."""
-        if self.offset is None:
-            yield self.parsed
+        if self.offset is None:   # plyfile parsed the body
+            if self.parsed is not None:
+                yield self.parsed
             return
         size = self.dtype.itemsize
         rows = max(1, CHUNK_BYTES // size)
@@ -181,7 +183,7 @@ class VertexRecords:
             f.seek(self.offset)
             for start in range(0, self.count, rows):
                 want = min(rows, self.count - start) * size
-                got = f.readinto(memoryview(raw)[:want])
+                got = f.readinto(raw.data[:want])
                 if got != want:  # the file shrank since its header was checked
                     raise SceneError(f"{self.path}: truncated PLY body ({self.count} vertices declared, "
                                      f"the file ends inside vertex {start + got // size})")
@@ -274,13 +276,15 @@ class _Columns:
     def __init__(self, dtype: np.dtype, props: dict):
         self.dtype = dtype
         used = sorted({p for v in props.values() for p in np.ravel(v)})
-        types = {dtype.fields[name][0] for name in dtype.names}
+        names: tuple[str, ...] = dtype.names or ()
+        fields: Mapping = dtype.fields or {}
+        types = {fields[name][0] for name in names}
         first = next(iter(types)) if len(types) == 1 else None
-        uniform = (first is not None and first.kind == "f" and dtype.itemsize == len(dtype.names) * first.itemsize
-                   and all(dtype.fields[name][1] == i * first.itemsize for i, name in enumerate(dtype.names)))
+        uniform = (first is not None and first.kind == "f" and dtype.itemsize == len(names) * first.itemsize
+                   and all(fields[name][1] == i * first.itemsize for i, name in enumerate(names)))
         self.matrix_type = first if uniform else None
-        self.used = None if uniform else used
-        column = {name: i for i, name in enumerate(dtype.names if uniform else used)}
+        self.used: list[str] = [] if uniform else used   # the columns copied when the records are not a matrix
+        column = {name: i for i, name in enumerate(names if uniform else used)}
         self.index = {k: np.array(_positions(v, column), np.intp) for k, v in props.items()}
 
     def block(self, records: np.ndarray) -> np.ndarray:
@@ -361,7 +365,7 @@ def load_splat(path: str | os.PathLike) -> Scene:
     with open(path, "rb") as f, np.errstate(divide="ignore", invalid="ignore"):
         for start in range(0, n, chunk):
             r = min(chunk, n - start)
-            got = f.readinto(memoryview(buf.view(np.uint8))[:r * SPLAT_RECORD.itemsize])
+            got = f.readinto(buf.view(np.uint8).data[:r * SPLAT_RECORD.itemsize])
             if got != r * SPLAT_RECORD.itemsize:
                 raise SceneError(f"{path}: the file shrank while it was read")
             rec, out = buf[:r], rows.next(r)

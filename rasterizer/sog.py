@@ -40,9 +40,10 @@ import math
 import os
 import time
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -133,7 +134,7 @@ def write_sog(scene: Scene, path: str | os.PathLike, *, iterations: int = KMEANS
     degree = scene.sh_degree
     log.info("SOG: %d Gaussians, SH degree %d, %dx%d images -> %s", n, degree, width, height, path)
     workers = workers or min(8, os.cpu_count() or 1)
-    images: dict[str, object] = {}   # member name -> Future of its WebP bytes
+    images: dict[str, Future[bytes]] = {}   # member name -> its WebP bytes, being encoded
     with ThreadPoolExecutor(max_workers=workers) as pool:
         def encode(name, rgba, w=width, h=height):
             images[name] = pool.submit(encode_webp, rgba, w, h, name)
@@ -157,7 +158,7 @@ def write_sog(scene: Scene, path: str | os.PathLike, *, iterations: int = KMEANS
             km = kmeans(_rows(scene.sh[:, 1:, :]), palette_size(n), iterations=iterations, seed=seed,
                         device=device, weights=sh_weights(scene))
         order, mins, maxs = packed.result()
-        shn = None
+        shn: dict[str, Any] | None = None
         if km is not None:
             palette, coeffs = len(km.centroids), SH_COEFFS[degree]
             # the clustered rows are (coefficient, channel) pairs; the codebook pools all of them
@@ -400,12 +401,10 @@ class _Members:
 
     def __init__(self, path: Path):
         self.path = path
-        self.zip = None
-        self.folder = None
+        self.zip: zipfile.ZipFile | None = None
+        self.folder = path   # the folder of the unbundled files (unused for a ZIP)
         self.meta_name = META
-        if path.is_dir():
-            self.folder = path
-        else:
+        if not path.is_dir():
             with open(path, "rb") as f:
                 magic = f.read(4)
             if magic in _ZIP_MAGIC:

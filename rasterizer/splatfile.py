@@ -169,10 +169,10 @@ def _records(cols: dict[str, np.ndarray], sort: bool) -> np.ndarray:
         # (x86 returns the first NaN operand).
         key = -opacity * _exp_f32(s_sum)
         del s_sum
-        order = splat_order(key, cols["x"], cols["y"], cols["z"])
+        order: np.ndarray | slice = splat_order(key, cols["x"], cols["y"], cols["z"])
         del key
     else:
-        order = slice(None)
+        order = slice(None)   # every row, in file order (a view, no copy)
 
     for i, p in enumerate(("x", "y", "z")):
         out["pos"][:, i] = cols[p][order]

@@ -146,9 +146,9 @@ def matrix_to_quat(r: np.ndarray) -> np.ndarray:
         v[j] = (r[j, i] + r[i, j]) / (4 * v[i])
         v[l] = (r[l, i] + r[i, l]) / (4 * v[i])
         q = [w, *v]
-    q = np.array(q)
-    q /= np.linalg.norm(q)
-    return q if q[0] >= 0 else -q
+    quat = np.array(q)
+    quat /= np.linalg.norm(quat)
+    return quat if quat[0] >= 0 else -quat
 
 
 def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:

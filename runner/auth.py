@@ -147,7 +147,7 @@ class TokenManager:
                 raise
 
         def wait(state: RetryCallState) -> float:
-            if isinstance(state.outcome.exception(), RegistrationInvalid):
+            if state.outcome is not None and isinstance(state.outcome.exception(), RegistrationInvalid):
                 return 0.0
             return random.uniform(0, self.cfg.token_reauth_jitter_ms / 1000.0) + 0.05
 

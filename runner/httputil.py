@@ -22,6 +22,8 @@ from tenacity import (
     stop_after_delay,
     stop_never,
 )
+from tenacity.retry import retry_base
+from tenacity.stop import stop_base
 
 from pipeline.errors import one_line
 
@@ -124,23 +126,25 @@ def retry(fn: Callable[[int], T], what: str, wait: Wait, *, attempts: int | None
         exc = state.outcome.exception() if state.outcome else None
         if exc is not None:
             log.warning("%s failed (attempt %d%s): %s; retrying in %.2fs", what, state.attempt_number,
-                        f"/{attempts}" if attempts else "", _describe(exc), state.next_action.sleep)
+                        f"/{attempts}" if attempts else "", _describe(exc),
+                        state.next_action.sleep if state.next_action else 0.0)
 
-    limits = []
+    limits: list[stop_base] = []
     if attempts is not None:
         limits.append(stop_after_attempt(attempts))
     if deadline_s is not None:
         limits.append(stop_after_delay(deadline_s))
     stop = stop_never if not limits else limits[0] if len(limits) == 1 else limits[0] | limits[1]
-    condition = retry_if_exception(retry_on)
+    condition: retry_base = retry_if_exception(retry_on)
     if until is not None:
         condition = condition | retry_if_result(lambda r: not until(r))
     retrying = Retrying(stop=stop, wait=wait, retry=condition, sleep=sleep, before_sleep=before_sleep,
-                        reraise=True, retry_error_callback=(lambda s: s.outcome.result()) if until else None)
+                        reraise=True, retry_error_callback=_last_result if until else None)
     for attempt in retrying:
         with attempt:
             result = fn(attempt.retry_state.attempt_number)
-        if not attempt.retry_state.outcome.failed:
+        outcome = attempt.retry_state.outcome
+        if outcome is not None and not outcome.failed:
             attempt.retry_state.set_result(result)
     return result
 
@@ -149,6 +153,12 @@ def with_policy(policy: RetryPolicy, what: str, fn: Callable[[int], T],
                 stop_event: threading.Event | None = None) -> T:
     """``retry`` with the configured HTTP policy (HTTP_RETRY_ATTEMPTS, HTTP_RETRY_BASE_MS, HTTP_RETRY_MAX_MS)."""
     return retry(fn, what, backoff(policy), attempts=policy.attempts, stop_event=stop_event)
+
+
+def _last_result(state: RetryCallState):
+    """When ``until`` never held: the last attempt's result (or its exception), as the caller's answer."""
+    assert state.outcome is not None  # tenacity calls this after an attempt
+    return state.outcome.result()
 
 
 def _describe(exc: BaseException) -> str:

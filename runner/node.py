@@ -172,7 +172,7 @@ class Node:
         artifacts = [u.to_json() for u in output.uploads]
         if session.is_cancelled() or isinstance(error, TaskCancelled):
             log.warning("task %r stopped (%s): no receipt sent", task_id,
-                        session.cancel_reason() or one_line(error))
+                        session.cancel_reason() or one_line(error or "cancelled"))
             return
         if error is not None:
             log.error("task %r failed: %s", task_id, one_line(error))

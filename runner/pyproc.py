@@ -98,7 +98,7 @@ def run_python(cmd: Sequence[str], cwd: Path, env: Mapping[str, str],
              threading.Thread(target=_pump, args=(proc.stderr, "stderr", q), daemon=True)]
     for t in pumps:
         t.start()
-    kept = {"stdout": deque(maxlen=TAIL_LINES), "stderr": deque(maxlen=TAIL_LINES)}
+    kept: dict[str, deque[tuple[int, str]]] = {"stdout": deque(maxlen=TAIL_LINES), "stderr": deque(maxlen=TAIL_LINES)}
     counts = {"stdout": 0, "stderr": 0}
     open_streams = 2
     next_check = time.monotonic()

@@ -324,7 +324,7 @@ def _upload_outputs(ctx: TaskContext, layout: JobLayout, suffix: str | None) -> 
                         one_line(exc))
             return None
 
-    uploaded = {a: None for a in ARTIFACTS}
+    uploaded: dict[Artifact, str | None] = dict.fromkeys(ARTIFACTS)
     for artifact in ARTIFACTS:
         uploaded[artifact] = upload(artifact)
         if artifact is SPLAT:

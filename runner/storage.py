@@ -69,8 +69,8 @@ def parse_cid(cid: str, lease_base: str, lease_domain: str) -> CidRef:
         ids: tuple[str, ...] = (unquote(m.group(2)),)
     else:
         ids = tuple(i for v in q.get("ids", []) for i in v.split(",") if i)
-    return CidRef(domain_id=domain_id, ids=ids, name=(q.get("name") or [None])[0],
-                  data_type=(q.get("data_type") or [None])[0])
+    return CidRef(domain_id=domain_id, ids=ids, name=next(iter(q.get("name") or ()), None),
+                  data_type=next(iter(q.get("data_type") or ()), None))
 
 
 @dataclass(frozen=True)
