@@ -126,7 +126,7 @@ class StagedFolder:
 
     def __init__(self, out: Path, replace: bool):
         self.out, self.replace = Path(out), replace
-        self.path = Path()   # the temp folder, made by __enter__
+        self._path: Path | None = None   # the temp folder, made by __enter__
         self._made: list[Path] = []
         self._done = False
 
@@ -135,8 +135,15 @@ class StagedFolder:
         missing = [p for p in (parent, *parent.parents) if not p.exists()]
         parent.mkdir(parents=True, exist_ok=True)
         self._made = missing                         # deepest first
-        self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=parent))
+        self._path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=parent))
         return self
+
+    @property
+    def path(self) -> Path:
+        """The temp folder the outputs are written into (inside the ``with`` block only)."""
+        if self._path is None:
+            raise RuntimeError("StagedFolder.path used outside its with block")
+        return self._path
 
     def commit(self) -> list[Path]:
         """Move the staged files into place (unless Ctrl-C was seen); returns their final paths."""
@@ -160,7 +167,7 @@ class StagedFolder:
         return [self.out / name for name in names]
 
     def __exit__(self, *exc) -> None:
-        if self._done or self.path == Path():
+        if self._done or self._path is None:
             return
         shutil.rmtree(self.path, ignore_errors=True)
         for folder in self._made:
