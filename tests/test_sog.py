@@ -338,6 +338,34 @@ def test_kmeans_on_the_gpu(small, blobs, gpu_case, tmp_path):
     assert len(sog.read_sog(a.path)) == len(small)
 
 
+@pytest.mark.parametrize("gpu_case", [pytest.param(0, marks=gpu)])
+def test_kmeans_pp_seeds_on_the_gpu(blobs, gpu_case):
+    """The GPU's k-means++ (one block per leaf, a warp-level draw) picks, in every leaf, distinct rows of
+    that leaf: a row already drawn has distance 0 and can never be drawn again, also in leaves smaller
+    than a block or holding repeated rows; the first seed is the CPU's (the same first draw)."""
+    import cupy as cp
+
+    from rasterizer.kmeans import kmeans_pp
+    rng = np.random.default_rng(4)
+    sizes, ks = np.array([5, 700, 3000, 295]), np.array([5, 40, 700, 60])
+    x = blobs[:sizes.sum()].copy()
+    x[-295:-200] = x[-295]                       # the last leaf: 95 copies of one row and 200 others
+    w = rng.uniform(0.1, 1.0, len(x)).astype(np.float32)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    seeds = kmeans_pp(cp, cp.asarray(x), cp.asarray(w), None, starts, ks, 123).get()
+    again = kmeans_pp(cp, cp.asarray(x), cp.asarray(w), None, starts, ks, 123).get()
+    cpu = kmeans_pp(np, x, w, None, starts, ks, 123)
+    assert np.array_equal(seeds, again)
+    offsets = np.concatenate([[0], np.cumsum(ks)])
+    for leaf in range(len(sizes)):
+        rows = x[starts[leaf]:starts[leaf + 1]]
+        got = seeds[offsets[leaf]:offsets[leaf + 1]]
+        hits = (got[:, None, :] == rows[None]).all(-1)
+        assert hits.any(1).all(), f"leaf {leaf}: a seed that is not one of its rows"
+        assert len(np.unique(got, axis=0)) == len(got), f"leaf {leaf}: a row drawn twice"
+        assert np.array_equal(got[0], cpu[offsets[leaf]])
+
+
 # --------------------------------------------------------------------------- reading by content
 
 def test_load_scene_opens_every_sog_layout(small_sog, tmp_path):
