@@ -56,7 +56,7 @@ CELL_SAMPLE = 64
 #: n·k up to which a set of points is one leaf on each device
 FLAT_BUDGET = {"cpu": 1 << 22, "gpu": 1 << 25}
 #: rows per distance block (bounds the n×k distance matrix held at once)
-BLOCK_ROWS = 1 << 13
+BLOCK_ROWS = 1 << 11
 #: smallest weight, relative to the largest: cluster sums are differences of running sums over
 #: up to n points, so a cluster's weight must stay well above n·1e-16 of the total
 WEIGHT_FLOOR = 1e-5
@@ -109,7 +109,9 @@ def kmeans(points: np.ndarray, k: int, iterations: int = 10, seed: int = 0, devi
         wh = np.asarray(weights, np.float64)
         if not (np.isfinite(wh).all() and (wh > 0).all()):
             raise ValueError("k-means weights must be finite and positive")
-    first, inverse = distinct_rows(points)
+    xp, name = array_module(device)
+    x = xp.asarray(points, dtype=xp.float32) if xp is not np else None   # the GPU's copy, made once
+    first, inverse = distinct_rows(points if x is None else x)
     if len(first) <= n // 2:
         # Equal rows (e.g. Gaussians whose SH bands were never trained: all zero) are one point of
         # their summed weight: a seed or a centroid spent on a copy would be wasted, and the
@@ -118,15 +120,16 @@ def kmeans(points: np.ndarray, k: int, iterations: int = 10, seed: int = 0, devi
         # million rows would cost more memory (a second 180 MB) than it saves work.
         log.info("k-means: %d points, %d distinct", n, len(first))
         w1 = np.ones(n) if weights is None else np.asarray(weights, np.float64)
+        x = None
         res = kmeans(np.asarray(points)[first], k, iterations, seed, device,
                      np.bincount(inverse, weights=w1, minlength=len(first)))
         return KMeansResult(res.centroids, res.labels[inverse], res.leaves, res.device, time.perf_counter() - t0)
-    xp, name = array_module(device)
+    del first, inverse
     if k >= n:   # every point is its own centroid (extra ones repeat the last point)
         cent = np.asarray(points, np.float32)
         cent = np.concatenate([cent, np.repeat(cent[-1:], k - n, axis=0)])
         return KMeansResult(cent, np.arange(n, dtype=np.uint32), 1, name, time.perf_counter() - t0)
-    x = xp.asarray(points, dtype=xp.float32)
+    x = np.asarray(points, dtype=np.float32) if x is None else x
     if weights is None:
         w = xp.ones(n, xp.float32)
     else:   # scaled to a maximum of 1 and floored, so that per-cluster sums keep their precision
@@ -150,23 +153,45 @@ def kmeans(points: np.ndarray, k: int, iterations: int = 10, seed: int = 0, devi
     return KMeansResult(centroids, labels.astype(np.uint32), len(leaves), name, seconds)
 
 
-def distinct_rows(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def distinct_rows(points) -> tuple[np.ndarray, np.ndarray]:
     """``(first, inverse)``: the index of the first of each group of bit-equal rows, in row order,
     and each row's group, so that ``points[first][inverse]`` equals ``points``. Rows are hashed
     (64-bit FNV-1a over their float bits), grouped by hash and checked against their group's first
-    row: on a hash collision (never seen, but possible) every row is its own group."""
-    x = np.asarray(points)
-    x = (x if x.dtype == np.float32 else x.astype(np.float32)).view(np.uint32)   # strided rows stay a view
-    h = _row_hashes(x)
-    _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
-    inverse = inverse.ravel()
-    if not _groups_equal(x, first, inverse):
-        return np.arange(len(x)), np.arange(len(x))
+    row: on a hash collision (never seen, but possible) every row is its own group. ``points`` on
+    the GPU (a CuPy float32 array) are hashed and checked there; the result is on the host."""
+    if isinstance(points, np.ndarray) or not hasattr(points, "__cuda_array_interface__"):
+        x = np.asarray(points)
+        x = (x if x.dtype == np.float32 else x.astype(np.float32)).view(np.uint32)   # strided rows stay a view
+        h = _row_hashes(x)
+        _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+        inverse = inverse.ravel()
+        equal = _groups_equal(x, first, inverse)
+    else:
+        first, inverse, equal = _distinct_rows_gpu(points)
+    if not equal:
+        return np.arange(len(inverse)), np.arange(len(inverse))
     # renumber the groups in the order of their first rows (deterministic, independent of the hash)
     order = np.argsort(first, kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     return first[order], rank[inverse]
+
+
+def _distinct_rows_gpu(x) -> tuple[np.ndarray, np.ndarray, bool]:
+    """:func:`distinct_rows`' groups of the rows of a CuPy float32 array: the same hash, the same check."""
+    import cupy as cp
+
+    x = cp.ascontiguousarray(x, dtype=cp.float32)
+    n, d = x.shape
+    mod = _module(cp, d)
+    h = cp.empty(n, cp.uint64)
+    grid = ((n + 255) // 256,)
+    mod.get_function("row_hash")(grid, (256,), (x, np.int64(n), h))
+    _, first, inverse = cp.unique(h, return_index=True, return_inverse=True)
+    first, inverse = first.astype(cp.int64), inverse.ravel().astype(cp.int64)
+    differ = cp.zeros(1, cp.int32)
+    mod.get_function("rows_differ")(grid, (256,), (x, np.int64(n), first, inverse, differ))
+    return cp.asnumpy(first), cp.asnumpy(inverse), not bool(differ.get()[0])
 
 
 @njit(cache=True, parallel=True)
@@ -518,6 +543,27 @@ extern "C" __global__ void kmeans_pp(const float* __restrict__ xt, const long lo
     }
 }
 
+// distinct_rows: each row's 64-bit FNV-1a hash over its float bits (the CPU's _row_hashes), then
+// whether any row differs from the first row of its hash group (a collision).
+extern "C" __global__ void row_hash(const unsigned* __restrict__ x, const long long n,
+                                    unsigned long long* __restrict__ h) {
+    const long long p = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (p >= n) return;
+    unsigned long long v = 14695981039346656037ull;
+    for (int j = 0; j < D; ++j) v = (v ^ (unsigned long long)x[p * D + j]) * 1099511628211ull;
+    h[p] = v;
+}
+
+extern "C" __global__ void rows_differ(const unsigned* __restrict__ x, const long long n,
+                                       const long long* __restrict__ first, const long long* __restrict__ inverse,
+                                       int* __restrict__ differ) {
+    const long long p = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (p >= n) return;
+    const long long r = first[inverse[p]];
+    for (int j = 0; j < D; ++j)
+        if (x[p * D + j] != x[r * D + j]) { *differ = 1; return; }
+}
+
 // Weighted row sums of each centroid's rows x[order[a[c]..b[c])], column D being the weight sum; one
 // thread per (centroid, column), adding in that order in double.
 extern "C" __global__ void segment_sums(const float* __restrict__ x, const float* __restrict__ w,
@@ -620,28 +666,18 @@ def quantize_1d(values: np.ndarray, k: int, alpha: float = 0.5):
     """
     data = np.asarray(values, np.float32).ravel()
     nval = len(data)
-    srt = np.sort(data).astype(np.float64)
-    vmin, vmax = srt[0], srt[-1]
+    srt = np.sort(data)               # float32: every step below widens one value at a time to float64
+    vmin, vmax = float(srt[0]), float(srt[-1])
     vrange = vmax - vmin
     if vrange < 1e-20:
         return np.full(k, data[0], np.float32), np.zeros(nval, np.uint8)
     bins_n = min(1024, nval)
-    iqr = srt[math.floor(nval * 0.75)] - srt[math.floor(nval * 0.25)]
+    iqr = float(srt[math.floor(nval * 0.75)]) - float(srt[math.floor(nval * 0.25)])
     beta = max(0.5, min(0.999, 1.0 - iqr / vrange))
-    # bin = min(H - 1, floor(H·(β·i/N + (1 - β)·(v - min)/range))), a chunk at a time (small temporaries)
-    bins = np.empty(nval, np.int32)
-    for a in range(0, nval, 1 << 20):
-        pos = np.arange(a, min(nval, a + (1 << 20)), dtype=np.float64)
-        pos /= nval
-        pos *= beta
-        uni = srt[a:a + (1 << 20)] - vmin
-        uni /= vrange
-        uni *= 1.0 - beta
-        pos += uni
-        pos *= bins_n
-        bins[a:a + (1 << 20)] = np.minimum(np.floor(pos), bins_n - 1)
-    counts = np.bincount(bins, minlength=bins_n).astype(np.float64)
-    sums = np.bincount(bins, weights=srt, minlength=bins_n)
+    # bin = min(H - 1, floor(H·(β·i/N + (1 - β)·(v - min)/range))); per bin the count and the sum
+    # of its values in order, in float64
+    counts, sums = _bin_sums(srt, nval, beta, vmin, vrange, bins_n)
+    del srt
     with np.errstate(invalid="ignore", divide="ignore"):
         centers = np.where(counts > 0, sums / counts, vmin + (np.arange(bins_n) + 0.5) / bins_n * vrange)
     weights = np.where(counts > 0, np.power(counts, alpha), 0.0)
@@ -659,6 +695,26 @@ def quantize_1d(values: np.ndarray, k: int, alpha: float = 0.5):
     for a in range(0, nval, 1 << 20):   # in chunks: int64 indices of every value at once are big
         labels[a:a + (1 << 20)] = np.searchsorted(mid, data[a:a + (1 << 20)].astype(np.float64), side="right")
     return codebook, labels
+
+
+@njit(cache=True, nogil=True)
+def _bin_sums(srt, nval, beta, vmin, vrange, bins_n):  # pragma: no cover - compiled
+    """Count and float64 sum of the sorted values in each of quantize_1d's bins (values added in order)."""
+    counts = np.zeros(bins_n, np.float64)
+    sums = np.zeros(bins_n, np.float64)
+    for i in range(nval):
+        v = np.float64(srt[i])
+        pos = np.float64(i) / nval
+        pos *= beta
+        uni = v - vmin
+        uni /= vrange
+        uni *= 1.0 - beta
+        pos += uni
+        pos *= bins_n
+        b = min(np.floor(pos), bins_n - 1)
+        counts[int(b)] += 1.0
+        sums[int(b)] += v
+    return counts, sums
 
 
 @njit(cache=True, nogil=True)

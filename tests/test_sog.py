@@ -356,6 +356,12 @@ def test_kmeans_pp_seeds_on_the_gpu(blobs, gpu_case):
     again = kmeans_pp(cp, cp.asarray(x), cp.asarray(w), None, starts, ks, 123).get()
     cpu = kmeans_pp(np, x, w, None, starts, ks, 123)
     assert np.array_equal(seeds, again)
+    # the GPU's grouping of equal rows is the CPU's
+    from rasterizer.kmeans import distinct_rows
+    dup = np.concatenate([x, x[::3], np.zeros((50, 45), np.float32)])
+    gf, gi = distinct_rows(cp.asarray(dup))
+    cf, ci = distinct_rows(dup)
+    assert np.array_equal(gf, cf) and np.array_equal(gi, ci) and len(cf) == len(np.unique(x, axis=0)) + 1
     offsets = np.concatenate([[0], np.cumsum(ks)])
     for leaf in range(len(sizes)):
         rows = x[starts[leaf]:starts[leaf + 1]]
