@@ -165,6 +165,19 @@ def write_sog(scene: Scene, path: str | os.PathLike, *, iterations: int = KMEANS
             return out
 
         codebooks = pool.submit(codebooks_1d)
+
+        def colour_images():
+            """Scales, colours and opacity in Morton order, once both are ready: also beside the k-means."""
+            order = packed.result()[0]
+            (scales_cb, scales_lab), (colors_cb, colors_lab) = codebooks.result()
+            encode(FILES["scales"][0], _pixels(_with_alpha(scales_lab.reshape(3, n).T[order]), width, height))
+            sh0 = np.empty((n, 4), np.uint8)
+            sh0[:, :3] = colors_lab.reshape(3, n).T[order]
+            sh0[:, 3] = encode_opacity(scene.opacities[order])
+            encode(FILES["sh0"][0], _pixels(sh0, width, height))
+            return scales_cb, colors_cb
+
+        colours = pool.submit(colour_images)   # waits in a worker only on jobs queued before it
         km = None
         if degree > 0:
             km = kmeans(_rows(scene.sh[:, 1:, :]), palette_size(n), iterations=iterations, seed=seed,
@@ -173,6 +186,14 @@ def write_sog(scene: Scene, path: str | os.PathLike, *, iterations: int = KMEANS
         order, mins, maxs = packed.result()
         shn: dict[str, Any] | None = None
         if km is not None:
+            # the labels image first: it encodes while the palette's codebook is made
+            labels = km.labels[order]
+            lab = np.zeros((n, 4), np.uint8)
+            lab[:, 0] = labels & 0xFF
+            lab[:, 1] = labels >> 8
+            lab[:, 3] = 255
+            encode(FILES["shN"][1], _pixels(lab, width, height))
+            del labels, lab
             palette, coeffs = len(km.centroids), SH_COEFFS[degree]
             # the clustered rows are (coefficient, channel) pairs; the codebook pools all of them
             cb, cb_lab = quantize_1d(km.centroids.T.ravel(), CODEBOOK_SIZE)
@@ -182,20 +203,8 @@ def write_sog(scene: Scene, path: str | os.PathLike, *, iterations: int = KMEANS
             cen[:palette, :, :3] = cb_lab.transpose(2, 1, 0)
             cen[:palette, :, 3] = 255
             encode(FILES["shN"][0], cen.reshape(-1), PALETTE_ROW * coeffs, rows)
-            labels = km.labels[order]
-            lab = np.zeros((n, 4), np.uint8)
-            lab[:, 0] = labels & 0xFF
-            lab[:, 1] = labels >> 8
-            lab[:, 3] = 255
-            encode(FILES["shN"][1], _pixels(lab, width, height))
             shn = {"count": palette, "bands": degree, "codebook": _floats(cb), "files": FILES["shN"]}
-
-        (scales_cb, scales_lab), (colors_cb, colors_lab) = codebooks.result()
-        encode(FILES["scales"][0], _pixels(_with_alpha(scales_lab.reshape(3, n).T[order]), width, height))
-        sh0 = np.empty((n, 4), np.uint8)
-        sh0[:, :3] = colors_lab.reshape(3, n).T[order]
-        sh0[:, 3] = encode_opacity(scene.opacities[order])
-        encode(FILES["sh0"][0], _pixels(sh0, width, height))
+        scales_cb, colors_cb = colours.result()
         log.info("SOG: scales, colours%s quantised (%.2f s)", " and SH palette" if shn else "",
                  time.perf_counter() - t0)
         blobs = {name: images[name].result() for key in FILES for name in FILES[key] if name in images}
