@@ -317,7 +317,16 @@ def cmd_convert(args) -> int:
         stats = convert_ply_to_splat(args.scene, out)
         log.info("wrote %s: %d Gaussians (%.2f s)", out, stats.count, stats.seconds)
         return 0
-    scene = load(args.scene)
+    warming = None
+    if kind == ".sog":
+        from .kmeans import warm_up  # numba: imported by the SOG writer only
+        warming = warm_up(args.device)
+    try:
+        scene = load(args.scene)
+    except BaseException:
+        if warming is not None:   # no exit while CUDA comes up in another thread
+            warming.join()
+        raise
     t0 = time.perf_counter()
     if kind == ".sog":
         write_sog(scene, out, iterations=args.iterations, device=args.device)

@@ -194,10 +194,12 @@ def test_a_closed_pipe_ends_info_quietly():
 @pytest.mark.parametrize("delay", [0.05, 0.3, 1.0])
 def test_ctrl_c_during_preview_leaves_nothing(tmp_path, delay):
     # at some moments the signal lands while numba calls back into Python and comes out of the
-    # kernel as a SystemError, which the preview swallows for that view: still exit 130, nothing left
+    # kernel as a SystemError, which the preview swallows for that view: still exit 130, nothing left.
+    # 4K, so that the views still render a second after the backend is ready on 16 fast cores (at
+    # 1080p they were done in 0.9 s there, and the signal came during the interpreter's exit)
     out = tmp_path / "new" / "previews"
     p = subprocess.Popen([sys.executable, "-m", "rasterizer", "preview", scene_path("playcanvas-playbot-lod0-500k.ply"),
-                          "--out", out, "--up", "-y", "--size", "1920x1080", "--backend", "cpu", "--format", "png"],
+                          "--out", out, "--up", "-y", "--size", "3840x2160", "--backend", "cpu", "--format", "png"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     lines = []
     for line in p.stderr:            # the scene is loaded and the backend ready: the render is under way
