@@ -94,7 +94,7 @@ def array_module(device: str = "auto"):
 
 
 def warm_up(device: str = "auto") -> threading.Thread | None:
-    """Start CuPy, the CUDA context and the k-means kernels in a background thread, so that they come
+    """Start CuPy and the CUDA context in a background thread, so that they come
     up while the caller reads its input (the SOG converter: 0.45 s of a fresh process). None where
     the k-means will not run on the GPU; a failure there is left for the k-means itself to report."""
     if device == "cpu":
@@ -105,7 +105,6 @@ def warm_up(device: str = "auto") -> threading.Thread | None:
             xp, name = array_module(device)
             if name == "gpu":
                 xp.zeros(1)
-                _module(xp, 45).get_function("assign")
         except Exception as e:   # noqa: BLE001 - reported by the k-means when it runs
             log.debug("k-means warm-up: %s", e)
 
@@ -132,8 +131,8 @@ def kmeans(points: np.ndarray, k: int, iterations: int = 10, seed: int = 0, devi
         if not (np.isfinite(wh).all() and (wh > 0).all()):
             raise ValueError("k-means weights must be finite and positive")
     xp, name = array_module(device)
-    x = xp.asarray(points, dtype=xp.float32) if xp is not np else None   # the GPU's copy, made once
-    first, inverse = distinct_rows(points if x is None else x)
+    x = xp.asarray(points, dtype=xp.float32)   # on the GPU the one copy; on the CPU strided rows stay a view
+    first, inverse = distinct_rows(x)
     if len(first) <= n // 2:
         # Equal rows (e.g. Gaussians whose SH bands were never trained: all zero) are one point of
         # their summed weight: a seed or a centroid spent on a copy would be wasted, and the
@@ -151,7 +150,6 @@ def kmeans(points: np.ndarray, k: int, iterations: int = 10, seed: int = 0, devi
         cent = np.asarray(points, np.float32)
         cent = np.concatenate([cent, np.repeat(cent[-1:], k - n, axis=0)])
         return KMeansResult(cent, np.arange(n, dtype=np.uint32), 1, name, time.perf_counter() - t0)
-    x = np.asarray(points, dtype=np.float32) if x is None else x
     if weights is None:
         w = xp.ones(n, xp.float32)
     else:   # scaled to a maximum of 1 and floored, so that per-cluster sums keep their precision
@@ -181,7 +179,7 @@ def distinct_rows(points) -> tuple[np.ndarray, np.ndarray]:
     (64-bit FNV-1a over their float bits), grouped by hash and checked against their group's first
     row: on a hash collision (never seen, but possible) every row is its own group. ``points`` on
     the GPU (a CuPy float32 array) are hashed and checked there; the result is on the host."""
-    if isinstance(points, np.ndarray) or not hasattr(points, "__cuda_array_interface__"):
+    if not hasattr(points, "__cuda_array_interface__"):
         x = np.asarray(points)
         x = (x if x.dtype == np.float32 else x.astype(np.float32)).view(np.uint32)   # strided rows stay a view
         h = _row_hashes(x)

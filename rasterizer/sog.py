@@ -170,11 +170,14 @@ def write_sog(scene: Scene, path: str | os.PathLike, *, iterations: int = KMEANS
             """Scales, colours and opacity in Morton order, once both are ready: also beside the k-means."""
             order = packed.result()[0]
             (scales_cb, scales_lab), (colors_cb, colors_lab) = codebooks.result()
-            encode(FILES["scales"][0], _pixels(_with_alpha(scales_lab.reshape(3, n).T[order]), width, height))
-            sh0 = np.empty((n, 4), np.uint8)
-            sh0[:, :3] = colors_lab.reshape(3, n).T[order]
-            sh0[:, 3] = encode_opacity(scene.opacities[order])
-            encode(FILES["sh0"][0], _pixels(sh0, width, height))
+            scales = _blank_image(width, height)
+            scales[:n, :3] = scales_lab.reshape(3, n).T[order]
+            scales[:n, 3] = 255
+            encode(FILES["scales"][0], scales.reshape(-1))
+            sh0 = _blank_image(width, height)
+            sh0[:n, :3] = colors_lab.reshape(3, n).T[order]
+            sh0[:n, 3] = encode_opacity(scene.opacities[order])
+            encode(FILES["sh0"][0], sh0.reshape(-1))
             return scales_cb, colors_cb
 
         colours = pool.submit(colour_images)   # waits in a worker only on jobs queued before it
@@ -188,11 +191,11 @@ def write_sog(scene: Scene, path: str | os.PathLike, *, iterations: int = KMEANS
         if km is not None:
             # the labels image first: it encodes while the palette's codebook is made
             labels = km.labels[order]
-            lab = np.zeros((n, 4), np.uint8)
-            lab[:, 0] = labels & 0xFF
-            lab[:, 1] = labels >> 8
-            lab[:, 3] = 255
-            encode(FILES["shN"][1], _pixels(lab, width, height))
+            lab = _blank_image(width, height)
+            lab[:n, 0] = labels & 0xFF
+            lab[:n, 1] = labels >> 8
+            lab[:n, 3] = 255
+            encode(FILES["shN"][1], lab.reshape(-1))
             del labels, lab
             palette, coeffs = len(km.centroids), SH_COEFFS[degree]
             # the clustered rows are (coefficient, channel) pairs; the codebook pools all of them
@@ -276,18 +279,9 @@ def _rows(a: np.ndarray) -> np.ndarray:
     return np.lib.stride_tricks.as_strided(a, (n, p * q), (a.strides[0], a.itemsize), writeable=False)
 
 
-def _with_alpha(rgb: np.ndarray) -> np.ndarray:
-    out = np.empty((rgb.shape[0], 4), np.uint8)
-    out[:, :3] = rgb
-    out[:, 3] = 255
-    return out
-
-
-def _pixels(rows: np.ndarray, width: int, height: int) -> np.ndarray:
-    """(n, 4) bytes in Gaussian order → a flat width×height RGBA image, zero padding after n."""
-    out = np.zeros(width * height * 4, np.uint8)
-    out[:rows.size] = rows.reshape(-1)
-    return out
+def _blank_image(width: int, height: int) -> np.ndarray:
+    """A blank per-Gaussian image, (width·height, 4) RGBA bytes filled in Gaussian order (zero after the last)."""
+    return np.zeros((width * height, 4), np.uint8)
 
 
 def _write_zip(f, meta_bytes: bytes, blobs: dict[str, bytes]) -> None:
@@ -370,7 +364,7 @@ def _by_chunks(encode, rows: np.ndarray, width: int = 4, order: np.ndarray | Non
     """(pixels, width) bytes of ``encode`` applied to ``rows[order]`` a chunk at a time (the gather
     and its float64 temporaries stay small), zero after the last row: an image's pixels, in order."""
     n = len(rows) if order is None else len(order)
-    out = np.zeros((n if pixels is None else pixels, width), np.uint8)
+    out = np.zeros((n if pixels is None else pixels, width), np.uint8)   # as _blank_image when width is 4
     for a in range(0, n, CHUNK):
         out[a:min(n, a + CHUNK)] = encode(rows[a:a + CHUNK] if order is None else rows[order[a:a + CHUNK]])
     return out
