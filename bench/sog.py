@@ -115,7 +115,7 @@ from rasterizer.scene import load_scene
 from rasterizer.sog import write_sog
 base = status('VmRSS')
 t0 = time.perf_counter()
-from rasterizer.kmeans import warm_up   # as `python -m rasterizer convert` does: CUDA comes up while the PLY loads
+from rasterizer.sog import warm_up   # as `python -m rasterizer convert` does: CUDA comes up while the PLY loads
 warm_up(device)
 scene = load_scene(src)
 t1 = time.perf_counter()

@@ -53,6 +53,7 @@ from .preview import (
 from .render import Prepared
 from .scene import PLY_MAGIC, Scene, atomic_write, current_umask, load_scene, save_ply
 from .sog import KMEANS_ITERATIONS, write_sog
+from .sog import warm_up as warm_up_sog
 from .splatfile import convert as convert_ply_to_splat
 from .splatfile import ply_to_splat_bytes
 from .stages import FAR
@@ -319,8 +320,7 @@ def cmd_convert(args) -> int:
         return 0
     warming = None
     if kind == ".sog":
-        from .kmeans import warm_up  # numba: imported by the SOG writer only
-        warming = warm_up(args.device)
+        warming = warm_up_sog(args.device)
     try:
         scene = load(args.scene)
     except BaseException:

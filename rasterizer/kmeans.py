@@ -93,10 +93,10 @@ def array_module(device: str = "auto"):
     return np, "cpu"
 
 
-def warm_up(device: str = "auto") -> threading.Thread | None:
-    """Start CuPy and the CUDA context in a background thread, so that they come
-    up while the caller reads its input (the SOG converter: 0.45 s of a fresh process). None where
-    the k-means will not run on the GPU; a failure there is left for the k-means itself to report."""
+def warm_up(device: str = "auto", dims: tuple[int, ...] = ()) -> threading.Thread | None:
+    """Start CuPy, the CUDA context and the kernels for rows of each of ``dims`` floats in a
+    background thread, so that they come up while the caller reads its input. None where the
+    k-means will not run on the GPU; a failure there is left for the k-means itself to report."""
     if device == "cpu":
         return None
 
@@ -105,6 +105,8 @@ def warm_up(device: str = "auto") -> threading.Thread | None:
             xp, name = array_module(device)
             if name == "gpu":
                 xp.zeros(1)
+                for d in dims:
+                    _module(xp, d).get_function("assign")
         except Exception as e:   # noqa: BLE001 - reported by the k-means when it runs
             log.debug("k-means warm-up: %s", e)
 
