@@ -1,6 +1,7 @@
-"""Deterministic k-means for the SOG spherical-harmonics palette, on the CPU (NumPy + numba) or the GPU (CuPy),
-and the 1-D codebooks of SOG's scales and colours (:func:`quantize_1d`). The SOG writer imports this module
-when it runs: reading a scene (any format) never imports numba.
+"""Deterministic k-means for the SOG spherical-harmonics palette, on the CPU (NumPy) or the GPU (CuPy),
+and the 1-D codebooks of SOG's scales and colours (:func:`quantize_1d`). Plain NumPy on the CPU, not
+numba: the writer's peak memory is measured against the PLY, and numba's compiler libraries alone are
+0.4× a 1M-Gaussian SH-3 PLY of resident pages.
 
 SOG stores SH bands 1-3 as a palette of up to 65,536 centroids of the 9/24/45 coefficients and a
 16-bit palette index per Gaussian (:mod:`rasterizer.sog`). A full Lloyd iteration over 1M points
@@ -15,8 +16,9 @@ devices:
    (largest remainder, at least one each) and is partitioned the same way.
 2. **seeding** — every leaf draws its first centroids by k-means++ (D² sampling: each next seed is
    a point drawn with probability proportional to its squared distance to the nearest seed so far),
-   all leaves at once: a numba loop on the CPU, one CUDA block per leaf on the GPU. The draws come
-   from a counter-based generator (splitmix64 of the seed, the leaf and the step).
+   one leaf after the other on the CPU (a matrix-vector product per seed), one CUDA block per leaf
+   on the GPU. The draws come from a counter-based generator (splitmix64 of the seed, the leaf and
+   the step).
 3. **Lloyd** — per leaf, ``iterations`` rounds of assignment (nearest centroid by squared
    Euclidean distance, ties to the lower index) and update (each centroid moves to the mean of its
    points; an empty one moves onto the point farthest from its centroid). The labels returned are
@@ -46,7 +48,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ WEIGHT_FLOOR = 1e-5
 #: threads per leaf of the GPU seeding kernel
 SEED_THREADS = 512
 LOG_EVERY_S = 2.0
+#: values per chunk of quantize_1d's binning; rows per block of its dynamic programme
+CHUNK_1D = 1 << 20
+DP_ROWS = 128
 
 
 @dataclass
@@ -161,14 +165,14 @@ def kmeans(points: np.ndarray, k: int, iterations: int = 10, seed: int = 0, devi
     log.info("k-means (%s): %d points x %d dims -> %d centroids in %d leaves, %d iterations (%.2f s)",
              name, n, d, k, len(leaves), iterations, time.perf_counter() - t0)
 
-    order = np.concatenate([np.arange(n) if idx is None else idx for idx, _ in leaves])
-    sizes = np.array([n if idx is None else len(idx) for idx, _ in leaves], np.int64)
     ks = np.array([kl for _, kl in leaves], np.int64)
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    seed_draws = np.random.default_rng([seed, 1]).integers(1 << 62)
+    seed_draws = int(np.random.default_rng([seed, 1]).integers(1 << 62))
     if xp is np:
-        centroids, labels = _leaves_cpu(x, w, leaves, order, starts, ks, iterations, seed_draws, t0)
+        centroids, labels = _leaves_cpu(x, w, leaves, ks, iterations, seed_draws, t0)
     else:
+        order = np.concatenate([np.arange(n) if idx is None else idx for idx, _ in leaves])
+        sizes = np.array([n if idx is None else len(idx) for idx, _ in leaves], np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)])
         centroids, labels = _leaves_gpu(xp, x, w, order, starts, ks, iterations, seed_draws, t0)
     seconds = time.perf_counter() - t0
     log.info("k-means (%s) done in %.2f s", name, seconds)
@@ -216,32 +220,34 @@ def _distinct_rows_gpu(x) -> tuple[np.ndarray, np.ndarray, bool]:
     return cp.asnumpy(first), cp.asnumpy(inverse), not bool(differ.get()[0])
 
 
-@njit(cache=True, parallel=True)
-def _row_hashes(x):  # pragma: no cover - compiled
+_FNV_OFFSET, _FNV_PRIME = np.uint64(14695981039346656037), np.uint64(1099511628211)
+
+
+def _row_hashes(x: np.ndarray) -> np.ndarray:
+    """64-bit FNV-1a of each row's 32-bit words, a block of rows at a time (the block stays in cache
+    while its columns are folded in)."""
     out = np.empty(x.shape[0], np.uint64)
-    for i in prange(x.shape[0]):
-        h = np.uint64(14695981039346656037)
+    for a in range(0, x.shape[0], BLOCK_ROWS):
+        block = x[a:a + BLOCK_ROWS]
+        h = np.full(len(block), _FNV_OFFSET)
         for j in range(x.shape[1]):
-            h = (h ^ np.uint64(x[i, j])) * np.uint64(1099511628211)
-        out[i] = h
+            h ^= block[:, j]
+            h *= _FNV_PRIME
+        out[a:a + BLOCK_ROWS] = h
     return out
 
 
-@njit(cache=True)
-def _groups_equal(x, first, inverse):  # pragma: no cover - compiled
-    for i in range(x.shape[0]):
-        r = first[inverse[i]]
-        for j in range(x.shape[1]):
-            if x[i, j] != x[r, j]:
-                return False
+def _groups_equal(x: np.ndarray, first: np.ndarray, inverse: np.ndarray) -> bool:
+    """Whether every row equals the first row of its group, a block of rows at a time."""
+    for a in range(0, x.shape[0], BLOCK_ROWS):
+        if not np.array_equal(x[a:a + BLOCK_ROWS], x[first[inverse[a:a + BLOCK_ROWS]]]):
+            return False
     return True
 
 
-def _leaves_cpu(x, w, leaves, order, starts, ks, iterations, seed_draws, t0):
-    """Seed every leaf, then Lloyd leaf after leaf (BLAS distances, one leaf's matrix at a time)."""
+def _leaves_cpu(x, w, leaves, ks, iterations, seed_draws, t0):
+    """Leaf after leaf: gather its rows once, draw its k-means++ seeds, run Lloyd (BLAS distances)."""
     offsets = np.concatenate([[0], np.cumsum(ks)])
-    seeds = kmeans_pp(np, x, w, order, starts, ks, seed_draws)
-    log.info("k-means: k-means++ seeds drawn (%.2f s)", time.perf_counter() - t0)
     centroids = np.empty((int(offsets[-1]), x.shape[1]), np.float32)
     labels = np.empty(x.shape[0], np.int64)
     last = time.perf_counter()
@@ -250,7 +256,8 @@ def _leaves_cpu(x, w, leaves, order, starts, ks, iterations, seed_draws, t0):
         if kl >= len(xl):   # every point is its own centroid (extra ones repeat the last point)
             cent, lab = np.concatenate([xl, np.repeat(xl[-1:], kl - len(xl), axis=0)]), np.arange(len(xl))
         else:
-            cent, lab = _lloyd(np, xl, wl, seeds[offsets[i]:offsets[i + 1]], iterations)
+            seeds = _kmeans_pp_leaf(np.asarray(xl, np.float32), wl, kl, seed_draws, i)
+            cent, lab = _lloyd(np, xl, wl, seeds, iterations)
         centroids[offsets[i]:offsets[i + 1]] = cent
         labels[slice(None) if idx is None else idx] = lab + offsets[i]
         now = time.perf_counter()
@@ -412,8 +419,12 @@ def kmeans_pp(xp, x, w, order, starts: np.ndarray, ks: np.ndarray, seed: int):
     ks = np.asarray(ks, np.int64)
     offsets = np.concatenate([[0], np.cumsum(ks)])
     if xp is np:
-        order = np.arange(x.shape[0]) if order is None else np.asarray(order, np.int64)
-        return _kmeans_pp_cpu(x, w, order, starts, ks, offsets, np.uint64(seed))
+        out = np.empty((int(offsets[-1]), x.shape[1]), np.float32)
+        for leaf in range(len(ks)):
+            rows = slice(starts[leaf], starts[leaf + 1]) if order is None else order[starts[leaf]:starts[leaf + 1]]
+            out[offsets[leaf]:offsets[leaf + 1]] = _kmeans_pp_leaf(np.asarray(x[rows], np.float32), w[rows],
+                                                                   int(ks[leaf]), seed, leaf)
+        return out
     if order is not None:
         x, w = x[xp.asarray(order)], w[xp.asarray(order)]
     return _kmeans_pp_gpu(xp, x, w, starts, ks, offsets, seed)
@@ -422,51 +433,47 @@ def kmeans_pp(xp, x, w, order, starts: np.ndarray, ks: np.ndarray, seed: int):
 _M1, _M2, _M3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 
-@njit(cache=True, nogil=True)
-def _uniform(seed, leaf, step):  # pragma: no cover - compiled
-    """A uniform double in [0, 1) from (seed, leaf, step): splitmix64, as the GPU kernel computes it."""
-    z = seed ^ (np.uint64(leaf) * _M1) ^ (np.uint64(step) * _M2)
+def _uniform(seed: int, leaf: int, steps: np.ndarray) -> np.ndarray:
+    """Uniform doubles in [0, 1), one per step, from (seed, leaf, step): splitmix64, as the GPU kernel
+    computes it (uint64 arithmetic wraps, as C's)."""
+    z = np.full(len(steps), np.uint64(seed) ^ (np.array([leaf], np.uint64) * _M1)[0], np.uint64)
+    z ^= np.asarray(steps, np.uint64) * _M2
     z = (z ^ (z >> np.uint64(30))) * _M2
     z = (z ^ (z >> np.uint64(27))) * _M3
-    z = z ^ (z >> np.uint64(31))
-    return np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+    z ^= z >> np.uint64(31)
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True, parallel=True, fastmath=True)
-def _kmeans_pp_cpu(x, w, order, starts, ks, offsets, seed):  # pragma: no cover - compiled
-    d = x.shape[1]
-    out = np.empty((offsets[-1], d), np.float32)
-    for leaf in prange(len(ks)):
-        s, n, k, off = starts[leaf], starts[leaf + 1] - starts[leaf], ks[leaf], offsets[leaf]
-        dist = np.full(n, np.inf, np.float32)
-        chosen = min(n - 1, np.int64(_uniform(seed, leaf, 0) * n))
-        for i in range(k):
-            c = order[s + chosen]
-            for j in range(d):
-                out[off + i, j] = x[c, j]
-            if i + 1 == k:
-                break
-            total = 0.0
-            for p in range(n):
-                r = order[s + p]
-                acc = np.float32(0.0)
-                for j in range(d):
-                    diff = x[r, j] - out[off + i, j]
-                    acc += diff * diff
-                dist[p] = min(dist[p], acc)
-                total += dist[p] * w[r]
-            u = _uniform(seed, leaf, i + 1)
-            if total > 0.0:
-                target = u * total
-                acc64 = 0.0
-                chosen = n - 1
-                for p in range(n):
-                    acc64 += dist[p] * w[order[s + p]]
-                    if acc64 > target:
-                        chosen = p
-                        break
-            else:
-                chosen = min(n - 1, np.int64(u * n))
+def _kmeans_pp_leaf(x: np.ndarray, w: np.ndarray, k: int, seed: int, leaf: int) -> np.ndarray:
+    """k-means++ seeds (k, d) of one leaf's rows ``x`` (weights ``w``), on the CPU.
+
+    Seed 0 is row ``floor(u_0·n)``; each next one is the first row whose running sum of
+    weight × D² exceeds ``u_i`` times the total (D²: squared distance to the nearest seed so far,
+    |x|² - 2x·c + |c|² in float64, a matrix-vector product per seed; a drawn row's own is set to 0,
+    so it is never drawn again); with a zero total, row ``floor(u_i·n)``.
+    """
+    n, d = x.shape
+    u = _uniform(seed, leaf, np.arange(k))
+    out = np.empty((k, d), np.float32)
+    x64 = x.astype(np.float64)
+    xx = np.einsum("ij,ij->i", x64, x64)
+    w64 = np.asarray(w, np.float64)
+    dist = np.full(n, np.inf)
+    chosen = min(n - 1, int(u[0] * n))
+    for i in range(k):
+        out[i] = x[chosen]
+        if i + 1 == k:
+            break
+        c = x64[chosen]
+        d2 = x64 @ (-2.0 * c)
+        d2 += xx
+        d2 += c @ c
+        d2[chosen] = 0.0
+        np.minimum(dist, d2, out=dist)
+        run = np.cumsum(dist * w64)
+        total = run[-1]
+        pick = np.searchsorted(run, u[i + 1] * total, side="right") if total > 0.0 else u[i + 1] * n
+        chosen = min(n - 1, int(pick))
     return out
 
 
@@ -719,64 +726,75 @@ def quantize_1d(values: np.ndarray, k: int, alpha: float = 0.5):
     return codebook, labels
 
 
-@njit(cache=True, nogil=True)
-def _bin_sums(srt, nval, beta, vmin, vrange, bins_n):  # pragma: no cover - compiled
-    """Count and float64 sum of the sorted values in each of quantize_1d's bins (values added in order)."""
+def _bin_sums(srt: np.ndarray, nval: int, beta: float, vmin: float, vrange: float, bins_n: int,
+              chunk: int = CHUNK_1D):
+    """Count and float64 sum of the sorted values in each of quantize_1d's bins, the values added one
+    after the other in order (``np.bincount`` adds in index order), a chunk at a time. A value's bin
+    only grows along the sorted values, so a bin runs across a chunk boundary at most at the chunk's
+    first bin: that bin's sum so far goes in front of the chunk, as the first term of its sum."""
     counts = np.zeros(bins_n, np.float64)
     sums = np.zeros(bins_n, np.float64)
-    for i in range(nval):
-        v = np.float64(srt[i])
-        pos = np.float64(i) / nval
+    for a in range(0, nval, chunk):
+        v = srt[a:a + chunk].astype(np.float64)
+        pos = np.arange(a, a + len(v), dtype=np.float64) / nval   # each step as one float64 rounding
         pos *= beta
         uni = v - vmin
         uni /= vrange
         uni *= 1.0 - beta
         pos += uni
         pos *= bins_n
-        b = min(np.floor(pos), bins_n - 1)
-        counts[int(b)] += 1.0
-        sums[int(b)] += v
+        b = np.minimum(np.floor(pos), bins_n - 1).astype(np.int64)
+        lo, hi = int(b[0]), int(b[-1]) + 1
+        counts += np.bincount(b, minlength=bins_n)
+        part = np.bincount(np.concatenate([[lo], b]), weights=np.concatenate([[sums[lo]], v]), minlength=bins_n)
+        sums[lo:hi] = part[lo:hi]
     return counts, sums
 
 
-@njit(cache=True, nogil=True)
-def _run_cost(pw, pwx, pwxx, a, b):  # pragma: no cover - compiled
-    """Weighted squared error of bins a..b around their weighted mean (prefix sums)."""
-    w = pw[b + 1] - pw[a]
-    if w <= 0:
-        return 0.0
-    wx = pwx[b + 1] - pwx[a]
-    return (pwxx[b + 1] - pwxx[a]) - (wx * wx) / w
+#: cost of no split in quantize_1d's dynamic programme (as the reference's)
+_NO_SPLIT = 1e30
 
 
-@njit(cache=True, nogil=True)
-def _split_bins(pw, pwx, pwxx, centers, k):  # pragma: no cover - compiled
-    """Weighted means of the ``k`` runs of bins with least total weighted squared error."""
+def _split_bins(pw: np.ndarray, pwx: np.ndarray, pwxx: np.ndarray, centers: np.ndarray, k: int,
+                rows: int = DP_ROWS) -> np.ndarray:
+    """Weighted means of the ``k`` runs of bins with least total weighted squared error.
+
+    The dynamic programme over the bins: ``cost_m[j]``, the least error of bins 0..j in ``m`` runs,
+    is the least over ``s`` of ``cost_{m-1}[s] + err(s+1..j)``; the first best ``s`` wins ties. The
+    errors of every run are one matrix (bins × bins, from prefix sums); each ``m`` is a minimum over
+    the rows of that matrix plus the previous costs, a block of rows at a time over the ``s < j`` part.
+    """
     nb = len(centers)
-    inf = 1e30
-    prev = np.empty(nb)
+    j = np.arange(nb)[:, None]
+    a = np.minimum(np.arange(nb)[None, :] + 1, nb)     # run s+1..j, as column s of row j
+    w = pw[j + 1] - pw[a]
+    wx = pwx[j + 1] - pwx[a]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        err = np.where(w <= 0, 0.0, (pwxx[j + 1] - pwxx[a]) - (wx * wx) / w)
+        w0, wx0 = pw[1:] - pw[0], pwx[1:] - pwx[0]
+        prev = np.where(w0 <= 0, 0.0, (pwxx[1:] - pwxx[0]) - (wx0 * wx0) / w0)   # one run: bins 0..j
+    err[np.arange(nb)[None, :] >= j] = np.inf           # s >= j: no run
+    del w, wx, a
+    split = np.zeros((k + 1, nb), np.int64)
     cur = np.empty(nb)
-    split = np.zeros((k + 1, nb), np.int32)
-    for j in range(nb):
-        prev[j] = _run_cost(pw, pwx, pwxx, 0, j)
     for m in range(2, k + 1):
-        cur[:] = inf
-        for j in range(m - 1, nb):
-            best = inf
-            best_s = m - 2
-            for s in range(m - 2, j):  # the first best split wins ties
-                cost = prev[s] + _run_cost(pw, pwx, pwxx, s + 1, j)
-                if cost < best:
-                    best = cost
-                    best_s = s
-            cur[j] = best
-            split[m, j] = best_s
+        cur[:] = _NO_SPLIT
+        split[m] = m - 2
+        lo = m - 2
+        for r0 in range(m - 1, nb, rows):
+            r1 = min(nb, r0 + rows)
+            t = err[r0:r1, lo:r1 - 1] + prev[lo:r1 - 1]
+            best_s = t.argmin(axis=1)
+            best = t[np.arange(r1 - r0), best_s]
+            ok = best < _NO_SPLIT
+            cur[r0:r1] = np.where(ok, best, _NO_SPLIT)
+            split[m, r0:r1] = np.where(ok, best_s + lo, m - 2)
         prev, cur = cur, prev
     out = np.empty(k)
-    j = nb - 1
+    jj = nb - 1
     for m in range(k, 0, -1):
-        s = split[m, j] if m > 1 else -1
-        w = pw[j + 1] - pw[s + 1]
-        out[m - 1] = (centers[s + 1] + centers[j]) * 0.5 if w <= 0 else (pwx[j + 1] - pwx[s + 1]) / w
-        j = s
+        s = int(split[m, jj]) if m > 1 else -1
+        wr = pw[jj + 1] - pw[s + 1]
+        out[m - 1] = (centers[s + 1] + centers[jj]) * 0.5 if wr <= 0 else (pwx[jj + 1] - pwx[s + 1]) / wr
+        jj = s
     return out

@@ -118,7 +118,7 @@ def write_sog(scene: Scene, path: str | os.PathLike, *, iterations: int = KMEANS
     fixes its random choices; ``workers`` bounds the threads that quantise and encode images.
     Returns sizes and timings; logs progress.
     """
-    from .kmeans import array_module, kmeans, quantize_1d  # numba: imported by the writer only, never by a reader
+    from .kmeans import array_module, kmeans, quantize_1d  # the writer's: a reader never imports it
 
     t0 = time.perf_counter()
     path = Path(path)

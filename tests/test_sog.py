@@ -255,6 +255,58 @@ def test_quantize_1d_codebook():
     assert (cb3 == 0.25).all() and (lab3 == 0).all()
 
 
+def test_quantize_1d_stages_against_plain_loops():
+    """The binning adds each bin's values one after the other, also across its chunks (bit-equal to a plain
+    loop); the dynamic programme's split is its plain loop's, bit for bit."""
+    from rasterizer.kmeans import _bin_sums, _split_bins
+    rng = np.random.default_rng(12)
+    srt = np.sort(np.concatenate([rng.normal(0, 1, 500), np.full(40, 0.5)]).astype(np.float32))
+    nval, bins_n, beta = len(srt), 64, 0.7
+    vmin, vrange = float(srt[0]), float(srt[-1] - srt[0])
+    counts, sums = np.zeros(bins_n), np.zeros(bins_n)
+    for i, v in enumerate(srt.astype(np.float64)):
+        b = int(min(np.floor((i / nval * beta + (v - vmin) / vrange * (1 - beta)) * bins_n), bins_n - 1))
+        counts[b] += 1
+        sums[b] += v
+    for chunk in (7, 64, 1 << 20):
+        c, s = _bin_sums(srt, nval, beta, vmin, vrange, bins_n, chunk=chunk)
+        assert np.array_equal(c, counts) and np.array_equal(s, sums), chunk
+    # the dynamic programme against its plain loop, on values of few distinct levels spread over many
+    # bins: many runs of (rounding-noise) zero error, where only the exact order of the search gives
+    # the same split; blocks of 5 rows put the edges of the blocks everywhere
+    srt = np.sort((np.round(rng.normal(0, 1, 3000) * 2) / 2).astype(np.float32))
+    nb, k = 96, 24
+    vmin, vrange = float(srt[0]), float(srt[-1] - srt[0])
+    counts, sums = _bin_sums(srt, len(srt), 0.6, vmin, vrange, nb)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centers = np.where(counts > 0, sums / counts, vmin + (np.arange(nb) + 0.5) / nb * vrange)
+    weights = np.where(counts > 0, np.sqrt(counts), 0.0)
+    pw, pwx, pwxx = (np.concatenate([[0.0], np.cumsum(weights * centers ** p)]) for p in (0, 1, 2))
+
+    def err(a, b):   # bins a..b, as the module computes it
+        w = pw[b + 1] - pw[a]
+        return 0.0 if w <= 0 else (pwxx[b + 1] - pwxx[a]) - (pwx[b + 1] - pwx[a]) ** 2 / w
+
+    prev, split = [err(0, j) for j in range(nb)], np.zeros((k + 1, nb), int)
+    for m in range(2, k + 1):
+        cur = [1e30] * nb
+        for j in range(m - 1, nb):
+            best, best_s = 1e30, m - 2
+            for s in range(m - 2, j):
+                if prev[s] + err(s + 1, j) < best:
+                    best, best_s = prev[s] + err(s + 1, j), s
+            cur[j], split[m, j] = best, best_s
+        prev = cur
+    want, j = np.empty(k), nb - 1
+    for m in range(k, 0, -1):
+        s = split[m, j] if m > 1 else -1
+        w = pw[j + 1] - pw[s + 1]
+        want[m - 1] = (centers[s + 1] + centers[j]) * 0.5 if w <= 0 else (pwx[j + 1] - pwx[s + 1]) / w
+        j = s
+    for rows in (5, 128):
+        assert np.array_equal(_split_bins(pw, pwx, pwxx, centers, k, rows=rows), want), rows
+
+
 def test_allocate_splits_k_in_proportion():
     counts = np.array([500, 0, 3, 1, 250, 246])
     alloc = allocate(counts, 100)
@@ -338,6 +390,41 @@ def test_kmeans_on_the_gpu(small, blobs, gpu_case, tmp_path):
     assert len(sog.read_sog(a.path)) == len(small)
 
 
+def _seed_case(blobs):
+    """Leaves smaller than a GPU block, larger, and one holding 95 copies of a row; weights at random."""
+    rng = np.random.default_rng(4)
+    sizes, ks = np.array([5, 700, 3000, 295]), np.array([5, 40, 700, 60])
+    x = blobs[:sizes.sum()].copy()
+    x[-295:-200] = x[-295]
+    w = rng.uniform(0.1, 1.0, len(x)).astype(np.float32)
+    return x, w, np.concatenate([[0], np.cumsum(sizes)]), ks
+
+
+def _assert_seeds_are_distinct_rows_of_their_leaf(seeds, x, starts, ks):
+    offsets = np.concatenate([[0], np.cumsum(ks)])
+    for leaf in range(len(ks)):
+        rows = x[starts[leaf]:starts[leaf + 1]]
+        got = seeds[offsets[leaf]:offsets[leaf + 1]]
+        hits = (got[:, None, :] == rows[None]).all(-1)
+        assert hits.any(1).all(), f"leaf {leaf}: a seed that is not one of its rows"
+        assert len(np.unique(got, axis=0)) == len(got), f"leaf {leaf}: a row drawn twice"
+
+
+def test_kmeans_pp_seeds_on_the_cpu(blobs):
+    """k-means++ on the CPU draws, in every leaf, distinct rows of that leaf (a drawn row's distance is 0),
+    the same ones on every run; a leaf drawing all its rows draws each once."""
+    from rasterizer.kmeans import kmeans_pp
+    x, w, starts, ks = _seed_case(blobs)
+    seeds = kmeans_pp(np, x, w, None, starts, ks, 123)
+    assert np.array_equal(seeds, kmeans_pp(np, x, w, None, starts, ks, 123))
+    _assert_seeds_are_distinct_rows_of_their_leaf(seeds, x, starts, ks)
+    # rows given through an order: the same seeds as the rows laid out leaf after leaf
+    perm = np.random.default_rng(1).permutation(len(x))
+    shuffled = np.empty_like(x)
+    shuffled[perm] = x
+    assert np.array_equal(kmeans_pp(np, shuffled, w[np.argsort(perm)], perm, starts, ks, 123), seeds)
+
+
 @pytest.mark.parametrize("gpu_case", [pytest.param(0, marks=gpu)])
 def test_kmeans_pp_seeds_on_the_gpu(blobs, gpu_case):
     """The GPU's k-means++ (one block per leaf, a warp-level draw) picks, in every leaf, distinct rows of
@@ -345,31 +432,21 @@ def test_kmeans_pp_seeds_on_the_gpu(blobs, gpu_case):
     than a block or holding repeated rows; the first seed is the CPU's (the same first draw)."""
     import cupy as cp
 
-    from rasterizer.kmeans import kmeans_pp
-    rng = np.random.default_rng(4)
-    sizes, ks = np.array([5, 700, 3000, 295]), np.array([5, 40, 700, 60])
-    x = blobs[:sizes.sum()].copy()
-    x[-295:-200] = x[-295]                       # the last leaf: 95 copies of one row and 200 others
-    w = rng.uniform(0.1, 1.0, len(x)).astype(np.float32)
-    starts = np.concatenate([[0], np.cumsum(sizes)])
+    from rasterizer.kmeans import distinct_rows, kmeans_pp
+    x, w, starts, ks = _seed_case(blobs)
     seeds = kmeans_pp(cp, cp.asarray(x), cp.asarray(w), None, starts, ks, 123).get()
     again = kmeans_pp(cp, cp.asarray(x), cp.asarray(w), None, starts, ks, 123).get()
     cpu = kmeans_pp(np, x, w, None, starts, ks, 123)
     assert np.array_equal(seeds, again)
     # the GPU's grouping of equal rows is the CPU's
-    from rasterizer.kmeans import distinct_rows
     dup = np.concatenate([x, x[::3], np.zeros((50, 45), np.float32)])
     gf, gi = distinct_rows(cp.asarray(dup))
     cf, ci = distinct_rows(dup)
     assert np.array_equal(gf, cf) and np.array_equal(gi, ci) and len(cf) == len(np.unique(x, axis=0)) + 1
+    _assert_seeds_are_distinct_rows_of_their_leaf(seeds, x, starts, ks)
     offsets = np.concatenate([[0], np.cumsum(ks)])
-    for leaf in range(len(sizes)):
-        rows = x[starts[leaf]:starts[leaf + 1]]
-        got = seeds[offsets[leaf]:offsets[leaf + 1]]
-        hits = (got[:, None, :] == rows[None]).all(-1)
-        assert hits.any(1).all(), f"leaf {leaf}: a seed that is not one of its rows"
-        assert len(np.unique(got, axis=0)) == len(got), f"leaf {leaf}: a row drawn twice"
-        assert np.array_equal(got[0], cpu[offsets[leaf]])
+    for leaf in range(len(ks)):
+        assert np.array_equal(seeds[offsets[leaf]], cpu[offsets[leaf]])
 
 
 # --------------------------------------------------------------------------- reading by content
