@@ -7,7 +7,7 @@ Builds an SH-3 PLY of the requested size in a temp dir: the real SH-3 scene tile
 (the demo scene when the real scenes are absent), each Gaussian's SH bands 1-3 blended with
 those of another random Gaussian, so that the k-means faces as many distinct coefficient sets
 as Gaussians, as in a real capture (a plain tiling would repeat 1,000 of them). Then, in a
-fresh process each, ``--repeat`` times after one warm-up (numba's JIT cache): our PLY → .sog
+fresh process each, ``--repeat`` times after one warm-up (the page cache, CuPy's kernel cache): our PLY → .sog
 (load + write) — wall time, the k-means share, peak RSS of the process and its peak above what it
 held before loading — and the fidelity of the result: SH error against the source and the PSNR of
 renders of the decoded file against renders of the source at the two preview cameras. With
@@ -185,7 +185,7 @@ def bench_sog(n: int = 1_000_000, device: str = "auto", repeat: int = 1, referen
                 ref = {"error": str(e)}
             ref["iterations"] = reference_iterations
             res["reference"] = ref
-        run_ours(ply, tmp / "warm.sog", device)          # numba compiles (and caches) here
+        run_ours(ply, tmp / "warm.sog", device)          # warms the page cache and CuPy's kernel cache
         runs = [run_ours(ply, tmp / "ours.sog", device) for _ in range(repeat)]
         res["ours"] = {k: statistics.median(r[k] for r in runs) if isinstance(runs[0][k], float) else runs[0][k]
                        for k in runs[0]}
