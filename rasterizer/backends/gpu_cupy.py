@@ -63,6 +63,7 @@ BLOCK = stages.TILE * stages.TILE     # threads per block: blend runs one per pi
 INT32_LIMIT = 2**31 - 1
 DEFAULT_MAX_ISECT = 2**24
 BIG_BLOCKS_PER_SM = 8                 # blocks sharing out the Gaussians that reach many tiles
+REC_FLOATS = 4 * cuda.REC             # a projection record: geo, con, rch, rgb (+ radius bits), float4 each
 
 _modules: dict = {}
 _functions: dict = {}
@@ -117,17 +118,22 @@ def max_intersections() -> int:
 class GpuProjection(Projection):
     """:class:`Projection` plus the packed arrays the GPU kernels read.
 
-    ``means2d`` and ``conics`` are views into ``geo`` (x, y, and the half-widths of the box
-    outside of which alpha < 1/255) and ``con`` (a, b, c, opacity); ``rch`` holds the constants
-    of each Gaussian's tile reach. ``counts`` is the number of tiles each Gaussian reaches (0:
-    culled, or too faint to reach 1/255 anywhere) and ``depth_keys`` its depth bits (all ones
-    when it reaches no tile), the key of the global depth sort. Rows with ``radii == 0`` hold no
-    meaningful ``means2d``/``conics`` (the kernel skips writing them).
+    ``rec`` holds one 64-byte record per Gaussian, (n, REC_FLOATS) float32, which the binning and
+    blending kernels gather by Gaussian id (two 32-byte sectors instead of five separate arrays):
+    ``geo`` (x, y, and the half-widths of the box outside of which alpha < 1/255), ``con`` (a, b, c,
+    opacity), ``rch`` (the constants of the Gaussian's tile reach) and ``rgb`` (its colour, then its
+    radius as int32 bits) are column views into it; ``means2d`` and ``conics`` views into those; the
+    colours :func:`project_and_color` returns are ``rgb[:, :3]``. ``counts`` is the number of tiles
+    each Gaussian reaches (0: culled, or too faint to reach 1/255 anywhere) and ``depth_keys`` its
+    depth bits (all ones when it reaches no tile), the key of the global depth sort. Rows with
+    ``radii == 0`` hold no meaningful ``means2d``/``conics`` (the kernel skips writing them).
     """
 
+    rec: object = None
     geo: object = None
     con: object = None
     rch: object = None
+    rgb: object = None
     counts: object = None
     depth_keys: object = None
 
@@ -159,11 +165,11 @@ def project_and_color(g: Gaussians, camera: Camera) -> tuple[GpuProjection, obje
     pixel (0 for the others, which no pixel uses)."""
     n = len(g)
     tiles_x, tiles_y = stages.tile_grid(camera)
-    geo, con = cp.empty((n, 4), f32), cp.empty((n, 4), f32)
-    out = GpuProjection(geo[:, :2], con[:, :3], cp.empty(n, f32), cp.empty(n, np.int32), geo=geo, con=con,
-                        rch=cp.empty((n, 4), f32), counts=cp.empty(n, np.int32),
-                        depth_keys=cp.empty(n, np.uint32))
-    colors = cp.empty((n, 3), f32)
+    rec = cp.empty((n, REC_FLOATS), f32)
+    geo, con, rch, rgb = (rec[:, k:k + 4] for k in range(0, REC_FLOATS, 4))
+    out = GpuProjection(geo[:, :2], con[:, :3], cp.empty(n, f32), cp.empty(n, np.int32), rec=rec, geo=geo, con=con,
+                        rch=rch, rgb=rgb, counts=cp.empty(n, np.int32), depth_keys=cp.empty(n, np.uint32))
+    colors = rgb[:, :3]
     if n:
         R = camera.world_to_camera[:3, :3]
         t = camera.world_to_camera[:3, 3]
@@ -173,7 +179,7 @@ def project_and_color(g: Gaussians, camera: Camera) -> tuple[GpuProjection, obje
             np.int32(g.sh_degree), *[f32(v) for v in R.ravel()], *[f32(v) for v in t],
             f32(camera.fx), f32(camera.fy), f32(camera.cx), f32(camera.cy), np.int32(camera.is_ortho),
             *[f32(v) for v in c], np.int32(camera.width), np.int32(camera.height), np.int32(tiles_x),
-            np.int32(tiles_y), geo, con, out.depths, out.radii, colors, out.counts, out.depth_keys, out.rch))
+            np.int32(tiles_y), rec, out.depths, out.radii, out.counts, out.depth_keys))
     return out, colors
 
 
@@ -202,8 +208,8 @@ def _duplicate(p: GpuProjection, order, ends, first: int, last: int, base: int, 
     key = f"unsigned {'int' if keys.dtype == np.uint32 else 'short'}"
     big = cp.empty(last - first, np.int32)
     n_big = cp.zeros(1, np.int32)
-    common = (order, ends, np.int64(base), p.counts, p.geo, p.con, p.rch, p.radii, np.int32(tiles_x),
-              np.int32(tiles_y), np.int32(height), keys, gids, big, n_big)
+    common = (order, ends, np.int64(base), p.rec, np.int32(tiles_x), np.int32(tiles_y), np.int32(height), keys,
+              gids, big, n_big)
     _kernel(f"duplicate_kernel<{key}>")(_grid(last - first), (BLOCK,), (np.int32(first), np.int32(last), *common))
     blocks = min(last - first, BIG_BLOCKS_PER_SM * _sm_count())
     _kernel(f"duplicate_big_kernel<{key}>")((blocks,), (BLOCK,), common)
@@ -271,12 +277,15 @@ def blend(p: GpuProjection, colors, opacities, bins: TileBins, camera: Camera, b
     state_c = cp.empty((H, W, 3), f32) if multi else rgb
     state_t = cp.empty((H, W), f32) if multi else alpha
     state_done = cp.empty((H, W), np.uint8) if multi else cp.empty(1, np.uint8)
-    colors = cp.ascontiguousarray(colors, dtype=f32)
+    colors = cp.asarray(colors, dtype=f32)
+    if colors.strides[1] != 4 or colors.strides[0] % 4:   # rows of three floats, any (float) row stride
+        colors = cp.ascontiguousarray(colors)
     opacities = cp.ascontiguousarray(opacities, dtype=f32)
     bg = [f32(v) for v in background]
     for k, b in enumerate(chunks):
         _kernel("blend_kernel")((b.tiles_x * b.tiles_y,), (BLOCK,), (
-            b.offsets, b.gaussian_ids, p.geo, p.con, p.rch, colors, opacities, np.int32(W), np.int32(H),
+            b.offsets, b.gaussian_ids, p.rec, colors, np.int64(colors.strides[0] // 4), opacities, np.int32(W),
+            np.int32(H),
             np.int32(b.tiles_x), np.int32(k == 0), np.int32(k == len(chunks) - 1), *bg, state_c, state_t,
             state_done, rgb, alpha))
     return rgb, alpha

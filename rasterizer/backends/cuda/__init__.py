@@ -21,6 +21,9 @@ DIR = Path(__file__).resolve().parent
 # sigma <= ln(opacity / ALPHA_MIN) + SIGMA_MARGIN, widened by PIX_MARGIN pixels (alpha >= 0.95/255).
 SIGMA_MARGIN = 0.05
 PIX_MARGIN = 0.05
+#: float4s in a Gaussian's projection record (project.cu writes it; bin.cu and blend.cu gather it):
+#: geo, con, rch, rgb + radius bits
+REC = 4
 #: the kernels of each .cu file (templates by their instantiation's name)
 KERNELS = {
     "project": ("project_kernel", "sh_kernel"),
@@ -43,7 +46,7 @@ def define_values() -> dict[str, float | int]:
         "TILE": stages.TILE, "NEAR": stages.NEAR, "FAR": stages.FAR, "FRUSTUM_CLAMP": stages.FRUSTUM_CLAMP,
         "EPS2D": stages.EPS2D, "LAMBDA_MIN": stages.LAMBDA_MIN, "RADIUS_SIGMAS": stages.RADIUS_SIGMAS,
         "ALPHA_MIN": stages.ALPHA_MIN, "INV_ALPHA_MIN": 1.0 / stages.ALPHA_MIN, "ALPHA_MAX": stages.ALPHA_MAX,
-        "T_MIN": stages.T_MIN, "SIGMA_MARGIN": SIGMA_MARGIN, "PIX_MARGIN": PIX_MARGIN,
+        "T_MIN": stages.T_MIN, "SIGMA_MARGIN": SIGMA_MARGIN, "PIX_MARGIN": PIX_MARGIN, "REC": REC,
         "SH_C0": sh.C0, "SH_C1": sh.C1}
     values.update({f"SH_C2_{i}": v for i, v in enumerate(sh.C2)})
     values.update({f"SH_C3_{i}": v for i, v in enumerate(sh.C3)})

@@ -58,13 +58,21 @@ __device__ __forceinline__ void write_pairs(const Reach& q, const int g, long lo
     }
 }
 
-__device__ __forceinline__ void reach_of(Reach& q, const int g, const float4* __restrict__ geo,
-    const float4* __restrict__ con, const float4* __restrict__ rchs, const int* __restrict__ radii, const int tiles_x,
+// Gaussian g's reach from its record (project.cu): geo, con, rch and the radius in the fourth's w,
+// two 32-byte sectors.
+__device__ __forceinline__ void reach_of(Reach& q, const int g, const float4* __restrict__ rec, const int tiles_x,
     const int tiles_y)
 {
-    const float4 p = geo[g], cq = con[g];
-    tile_rect(q, p.x, p.y, radii[g], tiles_x, tiles_y);
-    set_reach(q, cq.y, cq.z, rchs[g]);
+    const float4* rc = rec + REC * (long long)g;
+    const float4 p = rc[0], cq = rc[1];
+    tile_rect(q, p.x, p.y, __float_as_int(rc[3].w), tiles_x, tiles_y);
+    set_reach(q, cq.y, cq.z, rc[2]);
+}
+
+// Pairs of depth rank r: the difference of the running sums (coalesced, unlike counts[order[r]]).
+__device__ __forceinline__ int pairs_of(const long long* __restrict__ ends, const int r)
+{
+    return (int)(ends[r] - (r > 0 ? ends[r - 1] : 0ll));
 }
 
 // One thread per depth rank r in [first, last): pairs are written in depth order, consecutive
@@ -75,16 +83,15 @@ __device__ __forceinline__ void reach_of(Reach& q, const int g, const float4* __
 // 65536 tiles, unsigned int above (instantiated by gpu_cupy).
 template <typename Key>
 __global__ void duplicate_kernel(const int first, const int last, const long long* __restrict__ order,
-    const long long* __restrict__ ends, const long long base, const int* __restrict__ counts,
-    const float4* __restrict__ geo, const float4* __restrict__ con, const float4* __restrict__ rchs,
-    const int* __restrict__ radii, const int tiles_x, const int tiles_y, const int H, Key* __restrict__ keys,
-    int* __restrict__ gids, int* __restrict__ big, int* __restrict__ n_big)
+    const long long* __restrict__ ends, const long long base, const float4* __restrict__ rec, const int tiles_x,
+    const int tiles_y, const int H, Key* __restrict__ keys, int* __restrict__ gids, int* __restrict__ big,
+    int* __restrict__ n_big)
 {
     const int r = first + blockIdx.x * blockDim.x + threadIdx.x;
-    const int g = r < last ? (int)order[r] : 0;
-    const int cnt = r < last ? counts[g] : 0;
+    const int cnt = r < last ? pairs_of(ends, r) : 0;
+    const int g = cnt > 0 ? (int)order[r] : 0;
     Reach q;
-    if (cnt > 0) reach_of(q, g, geo, con, rchs, radii, tiles_x, tiles_y);
+    if (cnt > 0) reach_of(q, g, rec, tiles_x, tiles_y);
     const bool large = cnt > SMALL || (cnt > 0 && q.y1 - q.y0 > SMALL_ROWS);
     // queue the large ones, one atomic per warp
     const unsigned int queued = __ballot_sync(0xffffffffu, large);
@@ -105,10 +112,9 @@ __global__ void duplicate_kernel(const int first, const int last, const long lon
 // consecutive threads on consecutive pairs.
 template <typename Key>
 __global__ void __launch_bounds__(BLOCK) duplicate_big_kernel(const long long* __restrict__ order,
-    const long long* __restrict__ ends, const long long base, const int* __restrict__ counts,
-    const float4* __restrict__ geo, const float4* __restrict__ con, const float4* __restrict__ rchs,
-    const int* __restrict__ radii, const int tiles_x, const int tiles_y, const int H, Key* __restrict__ keys,
-    int* __restrict__ gids, const int* __restrict__ big, const int* __restrict__ n_big)
+    const long long* __restrict__ ends, const long long base, const float4* __restrict__ rec, const int tiles_x,
+    const int tiles_y, const int H, Key* __restrict__ keys, int* __restrict__ gids, const int* __restrict__ big,
+    const int* __restrict__ n_big)
 {
     __shared__ int s_row_lo[BLOCK], s_row_off[BLOCK];
     __shared__ int s_warp[32];
@@ -116,9 +122,9 @@ __global__ void __launch_bounds__(BLOCK) duplicate_big_kernel(const long long* _
     for (int b = blockIdx.x; b < n; b += gridDim.x) {
         const int r = big[b], g = (int)order[r];
         const long long end = ends[r] - base;
-        long long k0 = end - counts[g];
+        long long k0 = end - pairs_of(ends, r);
         Reach q;
-        reach_of(q, g, geo, con, rchs, radii, tiles_x, tiles_y);
+        reach_of(q, g, rec, tiles_x, tiles_y);
         for (int ty0 = q.y0; ty0 < q.y1; ty0 += BLOCK) {
             int lo = 0, hi = 0;
             if (ty0 + tid < q.y1) row_span(q, ty0 + tid, H, lo, hi);

@@ -59,9 +59,12 @@ __device__ __forceinline__ unsigned int warp_mask(const float4 p, const float4 q
     return m;
 }
 
+// rec: the projection's records (project.cu; geo, con and rch are read from them); colors: row g at
+// colors[g * color_stride] (the records' own rgb when the caller blends the projection's colours:
+// then a Gaussian's entry is two 32-byte sectors and its opacity).
 extern "C" __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS) blend_kernel(const int* __restrict__ offsets,
-    const int* __restrict__ ids, const float4* __restrict__ geo, const float4* __restrict__ con,
-    const float4* __restrict__ rchs, const float* __restrict__ colors, const float* __restrict__ opacities,
+    const int* __restrict__ ids, const float4* __restrict__ rec, const float* __restrict__ colors,
+    const long long color_stride, const float* __restrict__ opacities,
     const int W, const int H, const int tiles_x, const int first, const int last, const float bg0,
     const float bg1, const float bg2, float* __restrict__ state_c, float* __restrict__ state_t,
     unsigned char* __restrict__ state_done, float* __restrict__ rgb, float* __restrict__ alpha_out)
@@ -91,11 +94,13 @@ extern "C" __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS) blend_kernel(con
         const int idx = b + tid;
         if (idx < end) {
             const int g = ids[idx];
-            const float4 p = geo[g], q = con[g];
+            const float4* rc = rec + REC * (long long)g;
+            const float4 p = rc[0], q = rc[1];
+            const float* col = colors + g * color_stride;
             s_geo[tid] = p;
             s_con[tid] = make_float4(q.x, q.y, q.z, opacities[g]);
-            s_rgb[tid] = make_float4(colors[3 * g], colors[3 * g + 1], colors[3 * g + 2], 0.f);
-            s_mask[tid] = (unsigned char)warp_mask(p, q, rchs[g], (float)tx0, (float)ty0);
+            s_rgb[tid] = make_float4(col[0], col[1], col[2], 0.f);
+            s_mask[tid] = (unsigned char)warp_mask(p, q, rc[2], (float)tx0, (float)ty0);
         }
         __syncthreads();
         const int cnt = min(BLOCK, end - b);

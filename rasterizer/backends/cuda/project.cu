@@ -1,7 +1,11 @@
 // Stages 2 + 3: gsplat 1.4.0's fully_fused_projection (pinhole or ortho) with, fused into it, the SH
 // colour of the Gaussians that reach a pixel and the number of tiles each reaches (reach.cuh).
-// One thread per Gaussian. Constants (NEAR, FAR, FRUSTUM_CLAMP, EPS2D, LAMBDA_MIN, RADIUS_SIGMAS,
-// ALPHA_MIN, TILE, SH_*) are compile-time defines from cuda.defines (backends/cuda/__init__.py).
+// One thread per Gaussian. Everything the later stages read of Gaussian i is one 64-byte record of
+// REC float4s at rec[REC i]: geo = (x, y, box half-widths), con = (conic a, b, c, opacity),
+// rch = reach_constants, rgb = (r, g, b, radius as int bits); binning and blending, which gather by
+// Gaussian id, then read two 32-byte sectors instead of five arrays. Constants (NEAR, FAR,
+// FRUSTUM_CLAMP, EPS2D, LAMBDA_MIN, RADIUS_SIGMAS, ALPHA_MIN, TILE, SH_*, REC) are compile-time
+// defines from cuda.defines (backends/cuda/__init__.py).
 #include "reach.cuh"
 #include "sh.cuh"
 
@@ -12,15 +16,15 @@ extern "C" __global__ void project_kernel(const int n, const float* __restrict__
     const float r20, const float r21, const float r22, const float t0, const float t1, const float t2,
     const float fx, const float fy, const float cx, const float cy, const int ortho, const float camx,
     const float camy, const float camz, const int W, const int H, const int tiles_x, const int tiles_y,
-    float4* __restrict__ geo, float4* __restrict__ con, float* __restrict__ depths, int* __restrict__ radii,
-    float* __restrict__ rgb, int* __restrict__ counts, unsigned int* __restrict__ depth_keys,
-    float4* __restrict__ rchs)
+    float4* __restrict__ rec, float* __restrict__ depths, int* __restrict__ radii, int* __restrict__ counts,
+    unsigned int* __restrict__ depth_keys)
 {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
+    float4* __restrict__ rc = rec + REC * (long long)i;      // this Gaussian's record: geo, con, rch, rgb
     // culled: radius 0, no tiles, sorted last, colour 0 (written only on these paths)
-    #define CULL do { radii[i] = 0; counts[i] = 0; depth_keys[i] = 0xffffffffu; rgb[3 * i] = 0.f; \
-        rgb[3 * i + 1] = 0.f; rgb[3 * i + 2] = 0.f; } while (0)
+    #define CULL do { radii[i] = 0; counts[i] = 0; depth_keys[i] = 0xffffffffu; \
+        rc[3] = make_float4(0.f, 0.f, 0.f, __int_as_float(0)); } while (0)
     const float px = means[3 * i], py = means[3 * i + 1], pz = means[3 * i + 2];
     const float x = r00 * px + r01 * py + r02 * pz + t0;
     const float y = r10 * px + r11 * py + r12 * pz + t1;
@@ -82,24 +86,26 @@ extern "C" __global__ void project_kernel(const int n, const float* __restrict__
     const float ca = c * inv_det, cb = -b * inv_det, cc = a * inv_det;
     const float opac = opacities[i];
     radii[i] = (int)radius;
-    con[i] = make_float4(ca, cb, cc, opac);
+    rc[1] = make_float4(ca, cb, cc, opac);
     if (!(opac >= ALPHA_MIN)) {                                   // never reaches alpha ALPHA_MIN
-        counts[i] = 0; depth_keys[i] = 0xffffffffu; rgb[3 * i] = 0.f; rgb[3 * i + 1] = 0.f; rgb[3 * i + 2] = 0.f;
-        geo[i] = make_float4(mx, my, 0.f, 0.f);
+        counts[i] = 0; depth_keys[i] = 0xffffffffu;
+        rc[0] = make_float4(mx, my, 0.f, 0.f);
+        rc[3] = make_float4(0.f, 0.f, 0.f, __int_as_float((int)radius));
         return;
     }
     const float4 rch = reach_constants(ca, cb, cc, opac);
-    rchs[i] = rch;
+    rc[2] = rch;
     Reach q;
     tile_rect(q, mx, my, (int)radius, tiles_x, tiles_y);
     set_reach(q, cb, cc, rch);
     const int cnt = reach_count(q, H);
     // alpha >= ALPHA_MIN box (blend's per-warp lists): |dx| <= sqrt(2 s a), |dy| <= sqrt(2 s c), + 1 px
     const float s = fmaxf(sigma_cut(opac), 0.f);
-    geo[i] = make_float4(mx, my, sqrtf(2.f * s * a) + 1.f, sqrtf(2.f * s * c) + 1.f);
+    rc[0] = make_float4(mx, my, sqrtf(2.f * s * a) + 1.f, sqrtf(2.f * s * c) + 1.f);
     counts[i] = cnt;
     if (cnt == 0) {
-        depth_keys[i] = 0xffffffffu; rgb[3 * i] = 0.f; rgb[3 * i + 1] = 0.f; rgb[3 * i + 2] = 0.f;
+        depth_keys[i] = 0xffffffffu;
+        rc[3] = make_float4(0.f, 0.f, 0.f, __int_as_float((int)radius));
         return;
     }
     depth_keys[i] = __float_as_uint(z);                           // z > 0: float order = uint order
@@ -107,7 +113,9 @@ extern "C" __global__ void project_kernel(const int n, const float* __restrict__
     float dx = px - camx, dy = py - camy, dz = pz - camz;
     const float inorm = rsqrtf(dx * dx + dy * dy + dz * dz);
     dx *= inorm; dy *= inorm; dz *= inorm;
-    sh_to_rgb(sh + (long long)i * K * 3, K, degree, dx, dy, dz, rgb + 3 * i);
+    float col[3];
+    sh_to_rgb(sh + (long long)i * K * 3, K, degree, dx, dy, dz, col);
+    rc[3] = make_float4(col[0], col[1], col[2], __int_as_float((int)radius));
     #undef CULL
 }
 
