@@ -341,6 +341,8 @@ def _partition(xp, name, x, w, idx, k, iterations, key, leaves) -> None:
         leaves.append((idx, k))
         return
     order = np.argsort(cell_of, kind="stable")
+    if len(key) == 1:   # the top split: the first progress line of a long k-means
+        log.info("k-means: %d points split into %d cells of about %d centroids each", n, cells, k // cells)
     starts = np.concatenate([[0], np.cumsum(counts)])
     alloc = allocate(counts, k)
     for c in np.flatnonzero(counts):

@@ -149,9 +149,26 @@ class GpuTileBins(TileBins):
 # --------------------------------------------------------------------------- upload / download
 
 def upload(scene) -> Gaussians:
+    """The activated scene on the GPU. The SH coefficients are stored channel-major across Gaussians,
+    (3 K, N) — coefficient k's channel c of every Gaussian in a row — so that the projection's
+    threads, one per Gaussian, read consecutive floats; ``Gaussians.sh`` is the (N, K, 3) view of it."""
     g = stages.activate(scene)
+    n, k = g.sh.shape[:2]
+    rows = cp.asarray(g.sh).reshape(n, 3 * k)
+    channel_major = cp.ascontiguousarray(rows.T)
+    del rows
     return Gaussians(cp.asarray(g.means), cp.asarray(g.quats), cp.asarray(g.scales), cp.asarray(g.opacities),
-                     cp.ascontiguousarray(cp.asarray(g.sh)), g.sh_degree)
+                     channel_major.T.reshape(n, k, 3), g.sh_degree)
+
+
+def _sh_layout(sh):
+    """``(sh, row, step)`` for the kernels: Gaussian i's coefficient k, channel c at
+    ``sh[i * row + (3 k + c) * step]`` (floats); copies ``sh`` when it is neither layout."""
+    s_n, s_k, s_c = (v // 4 for v in sh.strides)
+    if sh.dtype != f32 or s_k != 3 * s_c or min(sh.strides) < 0 or any(v % 4 for v in sh.strides):
+        sh = cp.ascontiguousarray(sh, dtype=f32)
+        s_n, s_c = 3 * sh.shape[1], 1
+    return sh, np.int64(s_n), np.int64(s_c)
 
 
 def download(rgb, alpha):
@@ -175,7 +192,7 @@ def project_and_color(g: Gaussians, camera: Camera) -> tuple[GpuProjection, obje
         t = camera.world_to_camera[:3, 3]
         c = camera.center
         _kernel("project_kernel")(_grid(n), (BLOCK,), (
-            np.int32(n), g.means, g.quats, g.scales, g.opacities, g.sh, np.int32(g.sh.shape[1]),
+            np.int32(n), g.means, g.quats, g.scales, g.opacities, *_sh_layout(g.sh), np.int32(g.sh.shape[1]),
             np.int32(g.sh_degree), *[f32(v) for v in R.ravel()], *[f32(v) for v in t],
             f32(camera.fx), f32(camera.fy), f32(camera.cx), f32(camera.cy), np.int32(camera.is_ortho),
             *[f32(v) for v in c], np.int32(camera.width), np.int32(camera.height), np.int32(tiles_x),
@@ -194,7 +211,8 @@ def sh_colors(g: Gaussians, camera: Camera):
     if n:
         c = camera.center
         _kernel("sh_kernel")(_grid(n), (BLOCK,), (np.int32(n), np.int32(g.sh.shape[1]), np.int32(g.sh_degree),
-                                                  g.means, g.sh, f32(c[0]), f32(c[1]), f32(c[2]), out))
+                                                  g.means, *_sh_layout(g.sh), f32(c[0]), f32(c[1]), f32(c[2]),
+                                                  out))
     return out
 
 

@@ -11,7 +11,7 @@
 
 extern "C" __global__ void project_kernel(const int n, const float* __restrict__ means, const float* __restrict__ quats,
     const float* __restrict__ scales, const float* __restrict__ opacities, const float* __restrict__ sh,
-    const int K, const int degree,
+    const long long sh_row, const long long sh_step, const int K, const int degree,
     const float r00, const float r01, const float r02, const float r10, const float r11, const float r12,
     const float r20, const float r21, const float r22, const float t0, const float t1, const float t2,
     const float fx, const float fy, const float cx, const float cy, const int ortho, const float camx,
@@ -114,14 +114,15 @@ extern "C" __global__ void project_kernel(const int n, const float* __restrict__
     const float inorm = rsqrtf(dx * dx + dy * dy + dz * dz);
     dx *= inorm; dy *= inorm; dz *= inorm;
     float col[3];
-    sh_to_rgb(sh + (long long)i * K * 3, K, degree, dx, dy, dz, col);
+    sh_to_rgb(sh + i * sh_row, sh_step, K, degree, dx, dy, dz, col);
     rc[3] = make_float4(col[0], col[1], col[2], __int_as_float((int)radius));
     #undef CULL
 }
 
 // SH colour alone (the sh_colors stage): all N Gaussians.
 extern "C" __global__ void sh_kernel(const int n, const int K, const int degree, const float* __restrict__ means,
-    const float* __restrict__ sh, const float camx, const float camy, const float camz, float* __restrict__ rgb)
+    const float* __restrict__ sh, const long long sh_row, const long long sh_step, const float camx,
+    const float camy, const float camz, float* __restrict__ rgb)
 {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
@@ -129,5 +130,5 @@ extern "C" __global__ void sh_kernel(const int n, const int K, const int degree,
     const float nn = dx * dx + dy * dy + dz * dz;
     const float inorm = nn > 0.f ? rsqrtf(nn) : 0.f;
     dx *= inorm; dy *= inorm; dz *= inorm;
-    sh_to_rgb(sh + (long long)i * K * 3, K, degree, dx, dy, dz, rgb + 3 * i);
+    sh_to_rgb(sh + i * sh_row, sh_step, K, degree, dx, dy, dz, rgb + 3 * i);
 }

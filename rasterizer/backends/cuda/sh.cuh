@@ -3,11 +3,13 @@
 // SH_C0 ... SH_C3_6 are sh.py's, handed over as compile-time defines. The only SH evaluation in CUDA.
 #pragma once
 
-// co: the K x 3 coefficients of one Gaussian (row k = coefficient k, columns R, G, B). When the
-// rows of all Gaussians are 16-byte aligned (3 K a multiple of 4, aligned base) they are read as
-// float4: the sums are the same, in the same order, with a quarter of the load instructions.
-__device__ __forceinline__ void sh_to_rgb(const float* __restrict__ co, const int K, const int degree,
-    const float x, const float y, const float z, float* __restrict__ out)
+// co: the K x 3 coefficients of one Gaussian, coefficient k's channel c at co[(3 k + c) * step]
+// (row k = coefficient k, columns R, G, B). The GPU backend stores them channel-major across
+// Gaussians (step = N: the threads of a warp, which own consecutive Gaussians, read consecutive
+// floats); with step 1 and rows 16-byte aligned (3 K a multiple of 4, aligned base) they are read
+// as float4. Either way the sums are the same, in the same order.
+__device__ __forceinline__ void sh_to_rgb(const float* __restrict__ co, const long long step, const int K,
+    const int degree, const float x, const float y, const float z, float* __restrict__ out)
 {
     float b[16];
     int n = 1;
@@ -30,7 +32,7 @@ __device__ __forceinline__ void sh_to_rgb(const float* __restrict__ co, const in
         }
     }
     float acc[3] = {0.f, 0.f, 0.f};
-    if (((3 * K) & 3) == 0 && (reinterpret_cast<unsigned long long>(co) & 15) == 0) {
+    if (step == 1 && ((3 * K) & 3) == 0 && (reinterpret_cast<unsigned long long>(co) & 15) == 0) {
         const float4* co4 = reinterpret_cast<const float4*>(co);
         #pragma unroll
         for (int q = 0; q < 12; ++q) {
@@ -46,7 +48,8 @@ __device__ __forceinline__ void sh_to_rgb(const float* __restrict__ co, const in
         #pragma unroll
         for (int k = 0; k < 16; ++k) {
             if (k < n) {
-                acc[0] += b[k] * co[3 * k]; acc[1] += b[k] * co[3 * k + 1]; acc[2] += b[k] * co[3 * k + 2];
+                acc[0] += b[k] * co[(3 * k) * step]; acc[1] += b[k] * co[(3 * k + 1) * step];
+                acc[2] += b[k] * co[(3 * k + 2) * step];
             }
         }
     }
