@@ -373,7 +373,7 @@ def _by_chunks(encode, rows: np.ndarray, width: int = 4, order: np.ndarray | Non
     """(pixels, width) bytes of ``encode`` applied to ``rows[order]`` a chunk at a time (the gather
     and its float64 temporaries stay small), zero after the last row: an image's pixels, in order."""
     n = len(rows) if order is None else len(order)
-    out = np.zeros((n if pixels is None else pixels, width), np.uint8)   # as _blank_image when width is 4
+    out = np.zeros((n if pixels is None else pixels, width), np.uint8)   # zero padding, as _blank_image
     for a in range(0, n, CHUNK):
         out[a:min(n, a + CHUNK)] = encode(rows[a:a + CHUNK] if order is None else rows[order[a:a + CHUNK]])
     return out
@@ -385,20 +385,17 @@ def encode_means(means: np.ndarray, order: np.ndarray | None = None, pixels: int
     mins = log_transform(means.min(axis=0))
     maxs = log_transform(means.max(axis=0))
 
-    def q16(m):
+    def lo_hi(m):   # one pass per chunk: RGBA of the low bytes, then RGBA of the high bytes
         with np.errstate(invalid="ignore", divide="ignore"):
             q = 65535.0 * (log_transform(m) - mins) / (maxs - mins)
-        return np.nan_to_num(q, nan=0.0).astype(np.uint32)  # truncation, as the reference's `x & 0xff`
+        q = np.nan_to_num(q, nan=0.0).astype(np.uint32)  # truncation, as the reference's `x & 0xff`
+        out = np.full((len(m), 8), 255, np.uint8)
+        out[:, 0:3] = q & 0xFF
+        out[:, 4:7] = q >> 8
+        return out
 
-    def byte(shift):
-        def one(m):
-            out = np.full((len(m), 4), 255, np.uint8)
-            out[:, :3] = (q16(m) >> shift) & 0xFF
-            return out
-        return one
-
-    lo = _by_chunks(byte(0), means, 4, order, pixels)
-    hi = _by_chunks(byte(8), means, 4, order, pixels)
+    both = _by_chunks(lo_hi, means, 8, order, pixels)
+    lo, hi = np.ascontiguousarray(both[:, :4]), np.ascontiguousarray(both[:, 4:])
     return lo, hi, [float(v) for v in mins], [float(v) for v in maxs]
 
 

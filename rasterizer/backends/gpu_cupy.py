@@ -165,7 +165,8 @@ def _sh_layout(sh):
     """``(sh, row, step)`` for the kernels: Gaussian i's coefficient k, channel c at
     ``sh[i * row + (3 k + c) * step]`` (floats); copies ``sh`` when it is neither layout."""
     s_n, s_k, s_c = (v // 4 for v in sh.strides)
-    if sh.dtype != f32 or s_k != 3 * s_c or min(sh.strides) < 0 or any(v % 4 for v in sh.strides):
+    k_apart = sh.shape[1] > 1 and s_k != 3 * s_c     # a single coefficient's stride is never used
+    if sh.dtype != f32 or k_apart or min(sh.strides) < 0 or any(v % 4 for v in sh.strides):
         sh = cp.ascontiguousarray(sh, dtype=f32)
         s_n, s_c = 3 * sh.shape[1], 1
     return sh, np.int64(s_n), np.int64(s_c)
