@@ -340,11 +340,11 @@ def with_injected_faults(prepared, output: str):
     class Faulty:
         calls = 0
 
-        def render(self, camera, background=(0.0, 0.0, 0.0)):
+        def render(self, camera, background=(0.0, 0.0, 0.0), downscale: int = 1):
             Faulty.calls += 1
-            if Faulty.calls > at:
+            if at is not None and Faulty.calls > at:
                 raise RuntimeError(f"injected render fault ({FAULT_ENV}={output}{f'@{at}' if at else ''})")
-            return prepared.render(camera, background)
+            return prepared.render(camera, background, downscale)
 
     log.warning("%s: %s is set: the renderer will fail for %s", output, FAULT_ENV, output)
     return Faulty()

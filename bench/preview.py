@@ -3,7 +3,7 @@
 For the built-in demo room and a 1M-Gaussian SH-3 PLY (the real SH-3 scene tiled on a grid,
 written to a temporary file), in one process after a warm-up run (numba's JIT cache loaded):
 load, layout analysis, section cut, top framing, corner choice (the small label renders), backend
-setup, and per view the render (at the anti-aliasing factor), the AA downscale, the overlay and the
+setup, and per view the render (at the anti-aliasing factor, downscaled on the backend), the overlay and the
 JPEG encode. Then ``python -m rasterizer preview`` end to end in a fresh process, as a user runs it.
 Each anti-aliasing factor of ``--aa`` is measured. Targets (issue 8): layout on 1M Gaussians
 <= 0.2 s on 2 cores; the preview command on the 1M SH-3 PLY <= 3 s on 2 CPU cores, <= 2 s on the GPU
@@ -28,7 +28,7 @@ from rasterizer.scene import load_scene, save_ply
 from .scenes import SH3_SCENE, find_scene, tile_scene
 
 STEPS = ("load", "layout", "cut", "top framing", "corner choice", "setup", "render top", "render angle",
-         "downscale", "overlay", "encode", "total")
+         "overlay", "encode", "total")
 
 
 def measure(load, up: str, backend: str, aa: int, out: Path) -> dict[str, float]:
@@ -46,7 +46,7 @@ def measure(load, up: str, backend: str, aa: int, out: Path) -> dict[str, float]
     write_previews(plan, out, prepared=prepared, aa=aa, timings=views)
     for v in ("top", "angle"):
         t[f"render {v}"] = views[v]["render"]
-    for step in ("downscale", "overlay", "encode"):
+    for step in ("overlay", "encode"):
         t[step] = sum(views[v][step] for v in views)
     t["total"] = time.perf_counter() - t0
     return t

@@ -46,6 +46,7 @@ from .overlay import draw_overlay
 from .overlay import fits as overlay_fits
 from .render import Prepared
 from .scene import Scene
+from .stages import ALPHA_MIN
 
 log = logging.getLogger(__name__)
 
@@ -376,7 +377,7 @@ def write_previews(plan: PreviewPlan, out_dir, prepared: Prepared | None = None,
 
     ``prepared`` (a :class:`Prepared`, or anything with its ``render``) must hold ``plan.scene``, the
     scene after the cut (it is uploaded once and shared with the orbit video). ``timings``, when given,
-    receives the seconds of each step per view (``{"top": {"render": …, "downscale": …, "overlay": …,
+    receives the seconds of each step per view (``{"top": {"render": …, "overlay": …,
     "encode": …}, …}``). Raises :class:`PreviewError` after trying every view if any failed.
     """
     if prepared is None:
@@ -396,26 +397,25 @@ def write_previews(plan: PreviewPlan, out_dir, prepared: Prepared | None = None,
         cam = plan.cameras[name]
         try:
             t0 = time.perf_counter()
-            img = prepared.render(_scaled(cam, aa), background)
+            img = prepared.render(_scaled(cam, aa), background, downscale=aa)   # resolved where it was rendered
             t1 = time.perf_counter()
-            rgb = _downscale(img.rgb, aa)
-            if not (img.alpha > 1.0 / 255.0).any():
+            rgb = img.rgb
+            # a pixel with alpha > 1/255 lifts its block's mean above 1/255 / aa^2
+            if not (img.alpha > ALPHA_MIN / (aa * aa)).any():
                 log.warning("preview %s: nothing of the scene is visible in this view", name)
-            t2 = time.perf_counter()
             extra = ""
             if overlay and cam.is_ortho and overlay_fits(cam.width, cam.height):
                 rgb, bar = draw_overlay(rgb, cam)
                 extra = f"; scale bar {bar.label} = {bar.pixels:.1f} px"
             elif overlay and cam.is_ortho:
                 extra = f"; no overlay: {cam.width}x{cam.height} is smaller than {OVERLAY_MIN[0]}x{OVERLAY_MIN[1]}"
-            t3 = time.perf_counter()
+            t2 = time.perf_counter()
             written[name] = save_image(path, rgb, quality=quality)
-            t4 = time.perf_counter()
+            t3 = time.perf_counter()
             if timings is not None:
-                timings[name] = {"render": t1 - t0, "downscale": t2 - t1, "overlay": t3 - t2, "encode": t4 - t3}
-            log.info("preview %s: wrote %s (%dx%d; render %.2f s at %dx, downscale %.2f s, overlay %.2f s, "
-                     "encode %.2f s%s)", name, path, cam.width, cam.height, t1 - t0, aa, t2 - t1, t3 - t2, t4 - t3,
-                     extra)
+                timings[name] = {"render": t1 - t0, "overlay": t2 - t1, "encode": t3 - t2}
+            log.info("preview %s: wrote %s (%dx%d; render %.2f s at %dx and downscaled, overlay %.2f s, "
+                     "encode %.2f s%s)", name, path, cam.width, cam.height, t1 - t0, aa, t2 - t1, t3 - t2, extra)
         except Exception as e:  # noqa: BLE001 - one view failing must not cost the others
             failures[name] = f"{type(e).__name__}: {e}"
             log.warning("preview %s failed: %s", name, failures[name])
@@ -423,13 +423,3 @@ def write_previews(plan: PreviewPlan, out_dir, prepared: Prepared | None = None,
         raise PreviewError(failures, written)
     return written
 
-
-def _downscale(rgb: np.ndarray, k: int) -> np.ndarray:
-    """Box filter: the mean of each k x k block (the supersampling resolve)."""
-    if k == 1:
-        return rgb
-    out = np.zeros((rgb.shape[0] // k, rgb.shape[1] // k, rgb.shape[2]), np.float32)
-    for i in range(k):
-        for j in range(k):
-            out += rgb[i::k, j::k]
-    return out * np.float32(1.0 / (k * k))

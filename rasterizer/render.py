@@ -37,8 +37,13 @@ class Prepared:
         bins = be.bin_tiles(proj, camera)
         return be.blend(proj, colors, g.opacities, bins, camera, _background(background))
 
-    def render(self, camera: Camera, background=(0.0, 0.0, 0.0)) -> Image:
-        return Image(*self.backend.download(*self.frame(camera, background)))
+    def render(self, camera: Camera, background=(0.0, 0.0, 0.0), downscale: int = 1) -> Image:
+        """One view, downloaded; with ``downscale`` k > 1 (a camera at k times the size) each k x k
+        block of pixels averaged on the backend first (:func:`rasterizer.stages.downscale`)."""
+        rgb, alpha = self.frame(camera, background)
+        if downscale > 1:
+            rgb, alpha = self.backend.downscale(rgb, alpha, downscale)
+        return Image(*self.backend.download(rgb, alpha))
 
 
 def _background(bg) -> tuple[float, float, float]:

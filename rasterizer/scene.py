@@ -11,7 +11,9 @@ import io
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 
 #: bytes of records read and decoded at a time: small enough to stay in the CPU's cache
 CHUNK_BYTES = 1 << 20
+#: threads decoding a PLY's chunks at once (at most the CPUs there are)
+LOAD_THREADS = 8
 #: a PLY header longer than this is refused (real ones are a few KiB)
 HEADER_MAX_BYTES = 1 << 20
 #: number of ``f_rest_*`` properties for SH degree 0..3
@@ -116,7 +120,8 @@ def load_ply(path: str | os.PathLike) -> Scene:
     Normals are optional, extra properties and elements are ignored, the SH degree follows from
     the number of ``f_rest_*`` properties (channel-major). Rows with any non-finite value (or a
     zero quaternion) are dropped and counted in the log. The records are read a chunk at a time
-    straight into the scene's arrays, so the peak memory is the scene plus one chunk.
+    straight into the scene's arrays, several chunks at once in threads, so the peak memory is
+    the scene plus one chunk per thread.
     """
     path = Path(path)
     vertices = open_vertices(path, REQUIRED)
@@ -146,13 +151,15 @@ def load_ply(path: str | os.PathLike) -> Scene:
         raise SceneError(f"{path}: PLY vertex properties {', '.join(lists)} are lists, not numbers")
     columns = _Columns(vertices.dtype, props)
     rows = _Rows(n, k, has_normals)
-    with np.errstate(over="ignore", invalid="ignore"):  # doubles beyond float32 become inf: dropped
-        for chunk in vertices.chunks():
-            block = columns.block(chunk)
-            out = rows.next(len(block))
-            for name, idx in columns.index.items():
-                np.take(block, idx, axis=1, out=out[name])
-            rows.keep_finite()
+
+    def decode(start: int, records: np.ndarray):
+        block = columns.block(records)
+        out = rows.at(start, len(block))
+        for name, idx in columns.index.items():
+            np.take(block, idx, axis=1, out=out[name])
+        return rows.check(start, len(block))
+
+    return rows.scene(path, vertices.decode_chunks(decode))
     return rows.scene(path)
 
 
@@ -170,24 +177,45 @@ class VertexRecords:
     offset: int | None = None         # byte offset of the first binary record
     parsed: np.ndarray | None = None  # the records, when plyfile parsed the body
 
-    def chunks(self) -> Iterator[np.ndarray]:
-        """The records in order, about :data:`CHUNK_BYTES` at a time, read into one reused buffer."""
-        if self.offset is None:   # plyfile parsed the body
-            if self.parsed is not None:
-                yield self.parsed
-            return
+    def decode_chunks(self, decode) -> list:
+        """``decode(first_row, records)`` for each chunk of about :data:`CHUNK_BYTES` of records, in up
+        to :data:`LOAD_THREADS` threads (reading a file and NumPy's copies release the GIL); the
+        results in row order. Each thread reads its chunks into its own reused buffer."""
+        offset = self.offset
+        if offset is None:   # plyfile parsed the body
+            if self.parsed is None or not len(self.parsed):
+                return []
+            with np.errstate(over="ignore", invalid="ignore"):
+                return [decode(0, self.parsed)]
         size = self.dtype.itemsize
         rows = max(1, CHUNK_BYTES // size)
-        raw = np.empty(min(rows, self.count) * size, np.uint8)
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            for start in range(0, self.count, rows):
-                want = min(rows, self.count - start) * size
-                got = f.readinto(raw.data[:want])
-                if got != want:  # the file shrank since its header was checked
-                    raise SceneError(f"{self.path}: truncated PLY body ({self.count} vertices declared, "
-                                     f"the file ends inside vertex {start + got // size})")
-                yield raw[:want].view(self.dtype)
+        starts = range(0, self.count, rows)
+        local = threading.local()
+        opened: list = []
+
+        def one(start: int):
+            if not hasattr(local, "file"):
+                local.file = open(self.path, "rb")
+                opened.append(local.file)
+                local.raw = np.empty(min(rows, self.count) * size, np.uint8)
+            want = min(rows, self.count - start) * size
+            local.file.seek(offset + start * size)
+            got = local.file.readinto(local.raw.data[:want])
+            if got != want:  # the file shrank since its header was checked
+                raise SceneError(f"{self.path}: truncated PLY body ({self.count} vertices declared, "
+                                 f"the file ends inside vertex {start + got // size})")
+            with np.errstate(over="ignore", invalid="ignore"):  # doubles beyond float32 become inf: dropped
+                return decode(start, local.raw[:want].view(self.dtype))
+
+        try:
+            workers = min(LOAD_THREADS, os.cpu_count() or 1, len(starts))
+            if workers <= 1:
+                return [one(start) for start in starts]
+            with ThreadPoolExecutor(workers, thread_name_prefix="ply-load") as pool:
+                return list(pool.map(one, starts))
+        finally:
+            for f in opened:
+                f.close()
 
 
 def open_vertices(path: str | os.PathLike, required) -> VertexRecords:
@@ -303,48 +331,53 @@ def _positions(names, column: dict):
 
 
 class _Rows:
-    """The scene's arrays, filled a chunk at a time; rows with a non-finite value or a zero
-    quaternion are dropped as their chunk arrives, so the arrays are never copied again."""
+    """The scene's arrays, filled a chunk at a time (chunks may arrive in any order, from several
+    threads): :meth:`check` finds a chunk's rows with a non-finite value or a zero quaternion, and
+    :meth:`scene` moves the good rows down over the dropped ones, in row order, without copying
+    the arrays (nothing moves when every row is good)."""
 
     def __init__(self, n: int, k: int, normals: bool):
-        self.n, self.kept, self.rows = n, 0, 0
+        self.n = n
         self.arrays = {"means": np.empty((n, 3), np.float32), "scales": np.empty((n, 3), np.float32),
                        "quats": np.empty((n, 4), np.float32), "opacities": np.empty(n, np.float32),
                        "sh": np.empty((n, k, 3), np.float32)}
         if normals:
             self.arrays["normals"] = np.empty((n, 3), np.float32)
 
-    def next(self, rows: int) -> dict[str, np.ndarray]:
-        """Views of the arrays where the next ``rows`` rows go."""
-        self.rows = rows
-        return {name: a[self.kept:self.kept + rows] for name, a in self.arrays.items()}
+    def at(self, start: int, rows: int) -> dict[str, np.ndarray]:
+        """Views of the arrays where rows ``start .. start + rows`` go."""
+        return {name: a[start:start + rows] for name, a in self.arrays.items()}
 
-    def keep_finite(self) -> None:
-        """Account for the rows just written, moving the good ones down over the dropped ones."""
-        s = slice(self.kept, self.kept + self.rows)
+    def check(self, start: int, rows: int) -> tuple[int, int, np.ndarray | None]:
+        """``(start, rows, ok)`` for rows just written: ``ok`` the mask of the good ones, None when all are."""
+        s = slice(start, start + rows)
         checked = [self.arrays[name][s] for name in ("means", "scales", "quats", "opacities", "sh")]
         q = self.arrays["quats"][s]
         nonzero = np.einsum("ij,ij->i", q, q) > 0  # a zero quaternion has no rotation
         # min and max are NaN or infinite exactly when some value is: one fast pass over each array
         if nonzero.all() and all(np.isfinite(a.min()) and np.isfinite(a.max()) for a in checked):
-            self.kept += self.rows
-            return
+            return start, rows, None
         ok = nonzero
         for a in checked:
             ok &= np.isfinite(a.reshape(len(a), -1)).all(1)
-        good = int(ok.sum())
-        for a in self.arrays.values():
-            a[self.kept:self.kept + good] = a[s][ok]
-        self.kept += good
+        return start, rows, ok
 
-    def scene(self, path: Path) -> Scene:
-        dropped = self.n - self.kept
+    def scene(self, path: Path, checks: list) -> Scene:
+        """The scene of the good rows; ``checks`` are :meth:`check`'s results of every chunk."""
+        kept = 0
+        for start, rows, ok in sorted(checks, key=lambda c: c[0]):
+            good = rows if ok is None else int(ok.sum())
+            if ok is not None or kept != start:
+                for arr in self.arrays.values():
+                    arr[kept:kept + good] = arr[start:start + rows] if ok is None else arr[start:start + rows][ok]
+            kept += good
+        dropped = self.n - kept
         if dropped:
             log.warning("%s: dropped %d of %d Gaussians with non-finite values or a zero quaternion",
                         path, dropped, self.n)
-            if self.kept == 0:
+            if kept == 0:
                 raise SceneError(f"{path}: every Gaussian has non-finite values or a zero quaternion")
-        a = {name: arr[:self.kept] for name, arr in self.arrays.items()}
+        a = {name: arr[:kept] for name, arr in self.arrays.items()}
         return Scene(a["means"], a["scales"], a["quats"], a["opacities"], a["sh"], a.get("normals"), str(path))
 
 
@@ -360,6 +393,7 @@ def load_splat(path: str | os.PathLike) -> Scene:
                          "(truncated or not a .splat file)")
     n = size // SPLAT_RECORD.itemsize
     rows = _Rows(n, 1, normals=False)
+    checks = []
     chunk = CHUNK_BYTES // SPLAT_RECORD.itemsize
     buf = np.empty(min(chunk, n), SPLAT_RECORD)
     with open(path, "rb") as f, np.errstate(divide="ignore", invalid="ignore"):
@@ -368,7 +402,7 @@ def load_splat(path: str | os.PathLike) -> Scene:
             got = f.readinto(buf.view(np.uint8).data[:r * SPLAT_RECORD.itemsize])
             if got != r * SPLAT_RECORD.itemsize:
                 raise SceneError(f"{path}: the file shrank while it was read")
-            rec, out = buf[:r], rows.next(r)
+            rec, out = buf[:r], rows.at(start, r)
             out["means"][:] = rec["pos"]
             out["scales"][:] = np.log(rec["scale"].astype(np.float64))
             rgba = rec["rgba"].astype(np.float64) / 255.0
@@ -376,8 +410,8 @@ def load_splat(path: str | os.PathLike) -> Scene:
             a = np.clip(rgba[:, 3], 1e-7, 1.0 - 1e-7)  # 0 and 255 have no finite logit
             out["opacities"][:] = np.log(a / (1.0 - a))
             out["quats"][:] = (rec["rot"].astype(np.float32) - 128.0) / 128.0
-            rows.keep_finite()
-    return rows.scene(path)
+            checks.append(rows.check(start, r))
+    return rows.scene(path, checks)
 
 
 # --------------------------------------------------------------------------- writing

@@ -57,12 +57,12 @@ def read_columns(path: str | os.PathLike) -> dict[str, np.ndarray]:
     (:func:`rasterizer.scene.open_vertices`: plyfile parses the header, counts are checked first)."""
     vertices = open_vertices(Path(path), NEEDED)
     cols = {p: np.empty(vertices.count, np.float32) for p in NEEDED}
-    start = 0
-    with np.errstate(over="ignore"):  # doubles beyond float32 become inf, as ply2splat's f32 reads them
-        for chunk in vertices.chunks():
-            for p in NEEDED:
-                cols[p][start:start + len(chunk)] = chunk[p]
-            start += len(chunk)
+
+    def decode(start: int, chunk: np.ndarray) -> None:   # doubles beyond float32 become inf, as in ply2splat
+        for p in NEEDED:
+            cols[p][start:start + len(chunk)] = chunk[p]
+
+    vertices.decode_chunks(decode)
     return cols
 
 

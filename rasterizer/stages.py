@@ -267,3 +267,21 @@ def blend(p: Projection, colors: np.ndarray, opacities: np.ndarray, bins: TileBi
         T_img[ys, xs] = T.reshape(shape)
     out = np.clip(rgb + T_img[..., None] * bg, f32(0), f32(1))
     return out.astype(f32), (f32(1) - T_img).astype(f32)
+
+
+# --------------------------------------------------------------------------- after 5: supersampling resolve
+
+def downscale(rgb: np.ndarray, alpha: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Box filter of a view rendered at ``k`` times the size: each output pixel is the mean of its
+    k x k block, summed block row by block row, then times ``float32(1 / k^2)`` (the GPU's kernel
+    sums in the same order: the same bits)."""
+    if k == 1:
+        return rgb, alpha
+    scale = f32(1.0 / (k * k))
+    out_rgb = np.zeros((rgb.shape[0] // k, rgb.shape[1] // k, rgb.shape[2]), f32)
+    out_alpha = np.zeros((alpha.shape[0] // k, alpha.shape[1] // k), f32)
+    for i in range(k):
+        for j in range(k):
+            out_rgb += rgb[i::k, j::k][:out_rgb.shape[0], :out_rgb.shape[1]]
+            out_alpha += alpha[i::k, j::k][:out_alpha.shape[0], :out_alpha.shape[1]]
+    return out_rgb * scale, out_alpha * scale

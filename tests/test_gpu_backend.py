@@ -140,6 +140,26 @@ def test_stages_match_the_reference_stages():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(REASON is not None, reason=f"GPU backend unavailable: {REASON}")
+@pytest.mark.parametrize("k", [2, 3])
+def test_downscale_on_the_gpu_is_the_reference_bit_for_bit(k):
+    """The preview's supersampling resolve on the device: the same bits as stages.downscale, on a
+    rendered view (downloaded at full size and resolved on the host, against resolved on the device)."""
+    import dataclasses
+    scene = load_scene(scene_path("v3dg-donut-fused.ply"))
+    cam = cameras_for(scene, size=(160, 120))["oblique"]
+    big = dataclasses.replace(cam, width=cam.width * k, height=cam.height * k, fx=cam.fx * k, fy=cam.fy * k,
+                              cx=cam.cx * k, cy=cam.cy * k)
+    prepared = Prepared(scene, "gpu")
+    full = prepared.render(big, BG)
+    want_rgb, want_alpha = stages.downscale(full.rgb, full.alpha, k)
+    got = prepared.render(big, BG, downscale=k)
+    assert got.rgb.shape == (120, 160, 3) and got.alpha.shape == (120, 160)
+    assert np.array_equal(got.rgb, want_rgb) and np.array_equal(got.alpha, want_alpha)
+    assert got.alpha.max() > 0.5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(REASON is not None, reason=f"GPU backend unavailable: {REASON}")
 def test_huge_splats_around_the_camera_chunk_one_gaussian_at_a_time(monkeypatch):
     """A camera inside a cloud of huge splats: every Gaussian covers the whole image. With a limit
     below one Gaussian's tile count each Gaussian is its own chunk: same image, bit for bit."""

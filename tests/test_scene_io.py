@@ -203,6 +203,7 @@ def _camera_el(n):
 VARIANTS = {
     "sh0 little endian": dict(n=300),
     "sh3 normals, rows over three chunks with drops": dict(n=12_000, degree=3, normals=True, bad_rows=40),
+    "sh0, seven chunks decoded in threads, drops": dict(n=100_000, bad_rows=25, seed=3),
     "sh1 big endian": dict(n=400, degree=1, fmt="binary_big_endian", bad_rows=7),
     "sh2 doubles": dict(n=300, degree=2, dtype="f8", bad_rows=9),
     "ascii sh1": dict(n=200, degree=1, fmt="ascii", bad_rows=6),

@@ -116,3 +116,31 @@ def test_equal_depths_keep_index_order_and_weak_alpha_is_skipped(backend):
     px = img.rgb[24, 32]
     # index 0 first (weight ≈ 0.5), then index 1 (≈ 0.25); the nearest one has α < 1/255: skipped
     assert px[0] > 1.9 * px[1] > 0 and px[2] == 0.0
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_downscale_is_the_mean_of_each_block_on_every_cpu_backend(k):
+    """The supersampling resolve: each output pixel the mean of its k x k block (rgb and alpha), on
+    each CPU backend's own ``downscale``; a rendered view downscaled stays inside the block's range."""
+    rng = np.random.default_rng(k)
+    rgb = rng.random((7 * k, 5 * k, 3), dtype=np.float32)
+    alpha = rng.random((7 * k, 5 * k), dtype=np.float32)
+    want_rgb = rgb.astype(np.float64).reshape(7, k, 5, k, 3).mean((1, 3))
+    want_alpha = alpha.astype(np.float64).reshape(7, k, 5, k).mean((1, 3))
+    for backend in CPU_BACKENDS:
+        from rasterizer.backends import get
+        got_rgb, got_alpha = get(backend).downscale(rgb, alpha, k)
+        assert got_rgb.shape == (7, 5, 3) and got_alpha.shape == (7, 5) and got_rgb.dtype == np.float32
+        np.testing.assert_allclose(got_rgb, want_rgb, rtol=0, atol=2e-7)
+        np.testing.assert_allclose(got_alpha, want_alpha, rtol=0, atol=2e-7)
+    scene = make_scene([[0.0, 0.0, 0.0], [0.3, 0.1, 0.5]], sigma=0.3)
+    big = render(scene, dataclasses_replace_size(CAM, k), backend="numpy")
+    _, small_alpha = stages.downscale(big.rgb, big.alpha, k)
+    assert small_alpha.max() > 0.1
+    assert (small_alpha <= big.alpha.max() + 1e-7).all() and (small_alpha >= big.alpha.min() - 1e-7).all()
+
+
+def dataclasses_replace_size(cam: Camera, k: int) -> Camera:
+    import dataclasses
+    return dataclasses.replace(cam, width=cam.width * k, height=cam.height * k, fx=cam.fx * k, fy=cam.fy * k,
+                               cx=cam.cx * k, cy=cam.cy * k)

@@ -2,8 +2,9 @@
 :mod:`rasterizer.stages` (``project``, ``sh_colors``, ``bin_tiles``, ``blend``) plus
 ``upload(scene) -> Gaussians``, ``project_and_color(g, camera) -> (Projection, colors)`` (stages 2
 and 3 for one camera, which :mod:`rasterizer.render` calls; the GPU fuses them into one kernel) and
-``download(rgb, alpha) -> (np.ndarray, np.ndarray)``. Only the chosen backend's module is imported:
-the GPU path never imports numba, the CPU paths never import CuPy unless asked whether a GPU exists.
+``download(rgb, alpha) -> (np.ndarray, np.ndarray)`` and ``downscale(rgb, alpha, k)`` (the supersampling
+resolve, :func:`rasterizer.stages.downscale`, on the backend's own arrays). Only the chosen backend's module is
+imported: the GPU path never imports numba, the CPU paths never import CuPy unless asked whether a GPU exists.
 """
 from __future__ import annotations
 

@@ -40,6 +40,9 @@ def download(rgb, alpha):
     return rgb, alpha
 
 
+downscale = stages.downscale
+
+
 # --------------------------------------------------------------------------- project
 
 @njit(parallel=True, cache=True)

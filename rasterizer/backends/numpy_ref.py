@@ -1,6 +1,6 @@
 """The NumPy reference backend: the stages of :mod:`rasterizer.stages` as they are."""
 from ..stages import activate as upload  # noqa: F401
-from ..stages import bin_tiles, blend, project, sh_colors  # noqa: F401  (the backend interface)
+from ..stages import bin_tiles, blend, downscale, project, sh_colors  # noqa: F401  (the backend interface)
 
 
 def project_and_color(g, camera):

@@ -148,3 +148,28 @@ extern "C" __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS) blend_kernel(con
         state_done[pix] = done ? 1 : 0;
     }
 }
+
+// After stage 5, the supersampling resolve (stages.downscale): output pixel (x, y) is the mean of the
+// k x k block at (k x, k y), summed block row by block row like the NumPy reference, then times
+// scale = float32(1 / k^2); rgb (channels floats a pixel) and alpha alike. One thread per output pixel.
+extern "C" __global__ void downscale_kernel(const int w, const int h, const int src_w, const int k,
+    const float scale, const float* __restrict__ rgb, const float* __restrict__ alpha, float* __restrict__ out_rgb,
+    float* __restrict__ out_alpha)
+{
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= w * h) return;
+    const int x = i % w, y = i / w;
+    float r = 0.f, g = 0.f, b = 0.f, a = 0.f;
+    for (int dy = 0; dy < k; ++dy)
+        for (int dx = 0; dx < k; ++dx) {
+            const long long s = (long long)(k * y + dy) * src_w + (k * x + dx);
+            r += rgb[3 * s];
+            g += rgb[3 * s + 1];
+            b += rgb[3 * s + 2];
+            a += alpha[s];
+        }
+    out_rgb[3 * i] = r * scale;
+    out_rgb[3 * i + 1] = g * scale;
+    out_rgb[3 * i + 2] = b * scale;
+    out_alpha[i] = a * scale;
+}
