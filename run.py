@@ -34,7 +34,6 @@ from rasterizer import backends
 from rasterizer.cliargs import ArgumentParser, int_range, parse_size
 from rasterizer.demo import demo_scene
 from rasterizer.errors import SceneError
-from rasterizer.imageio import to_uint8
 from rasterizer.preview import DEFAULT_BACKGROUND, ELEVATION_DEG, PreviewPlan, plan_previews, write_previews
 from rasterizer.render import Prepared
 from rasterizer.scene import atomic_write, load_scene, save_ply
@@ -280,7 +279,7 @@ def step_video(job: Job) -> None:
     renderer = with_injected_faults(prepared, "video")
     t0 = time.perf_counter()
     try:
-        write_mp4(path, (to_uint8(img.rgb) for img in orbit_frames(job, renderer, cams)), opts.video_size,
+        write_mp4(path, orbit_frames(job, renderer, cams), opts.video_size,
                   opts.video_fps, len(cams))
     except BudgetExceeded as e:
         log.info("video: skipped: rendering %d frames on the CPU would take about %.0f s, over the budget of "
@@ -295,17 +294,17 @@ def step_video(job: Job) -> None:
 
 
 def orbit_frames(job: Job, renderer, cams) -> Iterator:
-    """The orbit's images. On the CPU, the first frame(s) are timed first and the orbit is abandoned
-    (BudgetExceeded) when the whole would take longer than ``--video-cpu-budget``."""
+    """The orbit's frames, 8-bit RGB. On the CPU, the first frame(s) are timed first and the orbit is
+    abandoned (BudgetExceeded) when the whole would take longer than ``--video-cpu-budget``."""
     if job.rotated.backend == "gpu":
         for cam in cams:
-            yield renderer.render(cam, DEFAULT_BACKGROUND)
+            yield renderer.render8(cam, DEFAULT_BACKGROUND)
         return
     budget = job.opts.video_cpu_budget_s
     timed = []
     for cam in cams[:2]:  # the first frame may include a one-time JIT compile: time a second one too
         t0 = time.perf_counter()
-        timed.append(renderer.render(cam, DEFAULT_BACKGROUND))
+        timed.append(renderer.render8(cam, DEFAULT_BACKGROUND))
         estimate = (time.perf_counter() - t0) * len(cams)
         if estimate <= budget or len(cams) == 1:
             break
@@ -314,7 +313,7 @@ def orbit_frames(job: Job, renderer, cams) -> Iterator:
     log.info("video: CPU rendering, about %.1f s for %d frames (budget %.0f s)", estimate, len(cams), budget)
     yield from timed
     for cam in cams[len(timed):]:
-        yield renderer.render(cam, DEFAULT_BACKGROUND)
+        yield renderer.render8(cam, DEFAULT_BACKGROUND)
 
 
 def rendering_or_skip(job: Job, step: str) -> Prepared | None:
@@ -340,11 +339,19 @@ def with_injected_faults(prepared, output: str):
     class Faulty:
         calls = 0
 
-        def render(self, camera, background=(0.0, 0.0, 0.0), downscale: int = 1):
+        @staticmethod
+        def frame() -> None:
             Faulty.calls += 1
             if at is not None and Faulty.calls > at:
                 raise RuntimeError(f"injected render fault ({FAULT_ENV}={output}{f'@{at}' if at else ''})")
+
+        def render(self, camera, background=(0.0, 0.0, 0.0), downscale: int = 1):
+            self.frame()
             return prepared.render(camera, background, downscale)
+
+        def render8(self, camera, background=(0.0, 0.0, 0.0)):
+            self.frame()
+            return prepared.render8(camera, background)
 
     log.warning("%s: %s is set: the renderer will fail for %s", output, FAULT_ENV, output)
     return Faulty()

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .backends import warming
 from .camera import load_camera_path
 from .cliargs import (
     ArgumentParser,
@@ -240,9 +241,10 @@ def up_axis(text: str) -> str:
 def cmd_preview(args) -> int:
     out = Path(args.out)
     check_out_folder(out)
-    scene = load_or_demo(args.scene)
-    check_frameable(scene, robust_bounds(scene))
-    plan = plan_previews(scene, up=args.up, cut=args.cut, size=args.size)
+    with warming(args.backend):   # the backend comes up while the scene loads and the views are planned
+        scene = load_or_demo(args.scene)
+        check_frameable(scene, robust_bounds(scene))
+        plan = plan_previews(scene, up=args.up, cut=args.cut, size=args.size)
     prepared = prepare(plan.scene, args.backend)
     failed = None
     with StagedFolder(out, replace=False) as stage:

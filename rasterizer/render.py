@@ -45,6 +45,11 @@ class Prepared:
             rgb, alpha = self.backend.downscale(rgb, alpha, downscale)
         return Image(*self.backend.download(rgb, alpha))
 
+    def render8(self, camera: Camera, background=(0.0, 0.0, 0.0)) -> np.ndarray:
+        """One view as 8-bit RGB (H, W, 3) (:func:`rasterizer.imageio.to_uint8`), converted on the
+        backend before it is downloaded (the video's frames)."""
+        return self.backend.download8(self.frame(camera, background)[0])
+
 
 def _background(bg) -> tuple[float, float, float]:
     vals = tuple(float(v) for v in bg)

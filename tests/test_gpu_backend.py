@@ -160,6 +160,28 @@ def test_downscale_on_the_gpu_is_the_reference_bit_for_bit(k):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(REASON is not None, reason=f"GPU backend unavailable: {REASON}")
+def test_8_bit_frames_are_converted_on_the_gpu_to_the_same_bytes():
+    """The video's frames: 8-bit on the device, byte for byte imageio.to_uint8 of the float image, on a
+    rendered view and on values at every rounding edge (k/255 and (k + 0.5)/255 and outside [0, 1])."""
+    import cupy as cp
+
+    from rasterizer.backends import gpu_cupy
+    from rasterizer.imageio import to_uint8
+    scene = load_scene(scene_path("v3dg-donut-fused.ply"))
+    cam = cameras_for(scene, size=(160, 120))["oblique"]
+    prepared = Prepared(scene, "gpu")
+    got = prepared.render8(cam, BG)
+    assert got.dtype == np.uint8 and got.shape == (120, 160, 3)
+    assert np.array_equal(got, to_uint8(prepared.render(cam, BG).rgb))
+    k = np.arange(256, dtype=np.float64)
+    edges = np.concatenate([k / 255, (k + 0.5) / 255, [-1.0, -1e-9, 1 + 1e-7, 2.0]]).astype(np.float32)
+    edges = np.concatenate([edges, np.nextafter(edges, np.float32(2)), np.nextafter(edges, np.float32(-2))])
+    edges = edges.reshape(1, -1, 3)
+    assert np.array_equal(gpu_cupy.download8(cp.asarray(edges)), to_uint8(edges))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(REASON is not None, reason=f"GPU backend unavailable: {REASON}")
 def test_huge_splats_around_the_camera_chunk_one_gaussian_at_a_time(monkeypatch):
     """A camera inside a cloud of huge splats: every Gaussian covers the whole image. With a limit
     below one Gaussian's tile count each Gaussian is its own chunk: same image, bit for bit."""

@@ -2,14 +2,18 @@
 :mod:`rasterizer.stages` (``project``, ``sh_colors``, ``bin_tiles``, ``blend``) plus
 ``upload(scene) -> Gaussians``, ``project_and_color(g, camera) -> (Projection, colors)`` (stages 2
 and 3 for one camera, which :mod:`rasterizer.render` calls; the GPU fuses them into one kernel) and
-``download(rgb, alpha) -> (np.ndarray, np.ndarray)`` and ``downscale(rgb, alpha, k)`` (the supersampling
-resolve, :func:`rasterizer.stages.downscale`, on the backend's own arrays). Only the chosen backend's module is
+``download(rgb, alpha) -> (np.ndarray, np.ndarray)``, ``download8(rgb)`` (8-bit RGB on the host,
+:func:`rasterizer.imageio.to_uint8`), ``downscale(rgb, alpha, k)`` (the supersampling resolve,
+:func:`rasterizer.stages.downscale`, on the backend's own arrays) and ``warm_up()``. Only the chosen backend's module is
 imported: the GPU path never imports numba, the CPU paths never import CuPy unless asked whether a GPU exists.
 """
 from __future__ import annotations
 
 import importlib
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ..errors import BackendUnavailable
 
@@ -65,3 +69,27 @@ def available() -> list[str]:
     if gpu_unavailable_reason() is None:
         out.append("gpu")
     return out
+
+
+@contextmanager
+def warming(name: str) -> Iterator[None]:
+    """Bring the GPU backend up in a background thread for the duration of the block, which loads and
+    plans meanwhile, when ``name`` is (or ``auto`` resolves to) ``gpu``; leaving the block waits for
+    it (never an exit while CUDA starts). The CUDA driver and context start in C calls that release
+    the GIL (0.2-0.5 s of a fresh process), and ``warm_up`` renders one tiny frame, taking the first
+    frame's one-time loads. numba is not warmed so: its import holds the GIL and slowed a 1M preview
+    on 2 cores (2.35 -> 2.6 s). A failure is only logged here: :func:`get` reports it where the
+    backend is used."""
+    def run():
+        try:
+            if resolve(name) == "gpu":
+                get("gpu").warm_up()
+        except Exception as e:  # noqa: BLE001 - get() raises it again, in the caller's thread
+            log.debug("backend warm-up: %s", e)
+
+    thread = threading.Thread(target=run, name="backend-warm-up", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()

@@ -21,6 +21,7 @@ from numba import njit, prange
 
 from .. import stages
 from ..camera import Camera
+from ..imageio import to_uint8
 from ..sh import C0, C1, C2, C3
 from ..stages import Gaussians, Projection, TileBins
 
@@ -41,6 +42,10 @@ def download(rgb, alpha):
 
 
 downscale = stages.downscale
+
+
+def download8(rgb):
+    return to_uint8(rgb)
 
 
 # --------------------------------------------------------------------------- project
@@ -368,6 +373,11 @@ _ANNOUNCE_AFTER_S = 1.0
 def upload(scene) -> Gaussians:
     _load_kernels()
     return stages.activate(scene)
+
+
+def warm_up() -> None:
+    """Load (or compile) the kernels now rather than at the first upload."""
+    _load_kernels()
 
 
 def _load_kernels() -> None:

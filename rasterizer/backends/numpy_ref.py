@@ -1,4 +1,5 @@
 """The NumPy reference backend: the stages of :mod:`rasterizer.stages` as they are."""
+from ..imageio import to_uint8
 from ..stages import activate as upload  # noqa: F401
 from ..stages import bin_tiles, blend, downscale, project, sh_colors  # noqa: F401  (the backend interface)
 
@@ -10,3 +11,11 @@ def project_and_color(g, camera):
 
 def download(rgb, alpha):
     return rgb, alpha
+
+
+def download8(rgb):
+    return to_uint8(rgb)
+
+
+def warm_up() -> None:
+    """Nothing to bring up."""

@@ -30,7 +30,7 @@ KERNELS = {
     "bin": ("gather_counts_kernel", "duplicate_kernel<unsigned short>", "duplicate_kernel<unsigned int>",
             "duplicate_big_kernel<unsigned short>", "duplicate_big_kernel<unsigned int>",
             "ranges_kernel<unsigned short>", "ranges_kernel<unsigned int>", "permute_ids_kernel"),
-    "blend": ("blend_kernel", "downscale_kernel"),
+    "blend": ("blend_kernel", "downscale_kernel", "to_uint8_kernel"),
 }
 _INCLUDE = re.compile(r'\s*#include\s+"([^"]+)"')
 
