@@ -38,6 +38,7 @@ from .cliargs import (
 from .errors import SceneError, one_line
 from .imageio import save_image
 from .layout import KINDS, analyse_layout
+from .layout import SAMPLE as LAYOUT_SAMPLE
 from .preview import (
     AA_CPU,
     AA_GPU,
@@ -241,11 +242,18 @@ def up_axis(text: str) -> str:
 def cmd_preview(args) -> int:
     out = Path(args.out)
     check_out_folder(out)
-    with warming(args.backend):   # the backend comes up while the scene loads and the views are planned
+    t0 = time.perf_counter()
+    with warming(args.backend) as warm:   # a GPU comes up (and takes the scene) while the views are planned
         scene = load_or_demo(args.scene)
-        check_frameable(scene, robust_bounds(scene))
+        warm.upload(scene)
+        check_frameable(scene, robust_bounds(scene, sample=LAYOUT_SAMPLE))
         plan = plan_previews(scene, up=args.up, cut=args.cut, size=args.size)
-    prepared = prepare(plan.scene, args.backend)
+    prepared = warm.prepared(plan.kept)
+    if prepared is None:
+        prepared = prepare(plan.scene, args.backend)
+    else:
+        log.info("backend %s ready, the scene uploaded while the views were planned (%.2f s after the start)",
+                 prepared.backend.__name__.rsplit(".", 1)[-1], time.perf_counter() - t0)
     failed = None
     with StagedFolder(out, replace=False) as stage:
         try:

@@ -127,11 +127,16 @@ class Bounds:
         return self.hi - self.lo
 
 
-def robust_bounds(scene: Scene, min_opacity: float = 0.1, percentiles=(2.0, 98.0)) -> Bounds:
-    """Per-axis percentile box of the opaque Gaussians (floaters and outliers ignored)."""
-    opaque = scene.sigmoid_opacities() >= min_opacity
-    enough = max(16, int(0.005 * len(scene)))
-    pts = scene.means[opaque] if opaque.sum() >= min(enough, len(scene)) else scene.means
+def robust_bounds(scene: Scene, min_opacity: float = 0.1, percentiles=(2.0, 98.0), sample: int | None = None) -> Bounds:
+    """Per-axis percentile box of the opaque Gaussians (floaters and outliers ignored). With ``sample``,
+    of at most about that many Gaussians, evenly spaced in file order (a quick look, as the layout
+    analysis takes: the percentiles of 200k of them are the box of the whole within a hair)."""
+    step = max(1, -(-len(scene) // sample)) if sample else 1
+    means = scene.means[::step]
+    with np.errstate(over="ignore"):  # a logit below about -709: exp is inf, the opacity 0
+        opaque = 1.0 / (1.0 + np.exp(-scene.opacities[::step].astype(np.float64))) >= min_opacity
+    enough = max(16, int(0.005 * len(means)))
+    pts = means[opaque] if opaque.sum() >= min(enough, len(means)) else means
     lo, hi = np.percentile(pts.astype(np.float64), percentiles, axis=0)
     # a flat or point-like scene still needs a box with some size on every axis
     size = max(float(np.max(hi - lo)), 1e-6)
@@ -178,6 +183,7 @@ class PreviewPlan:
     azimuth: np.ndarray            # horizontal unit vector from the centre towards the angle camera
     content: Content               # what the framing keeps in view
     seconds: dict                  # time per planning step
+    kept: np.ndarray | None = None  # mask of the input's Gaussians in `scene` (None: all of them)
 
     @property
     def up(self) -> np.ndarray:
@@ -250,7 +256,7 @@ def plan_previews(scene: Scene, up="y", cut="auto", size=DEFAULT_SIZE, fov_y_deg
     log.info("preview: ¾ view from corner %d of 4 (scores %s; %.2f s)", choice + 1,
              ", ".join(f"{s:.3f}" for s in scores), seconds["corner"])
     return PreviewPlan(layout, cut, cut_height, kept, {"top": top, "angle": corners[choice]}, (w, h), fov_y_deg,
-                       _corners(layout)[choice], content, seconds)
+                       _corners(layout)[choice], content, seconds, keep)
 
 
 def preview_cameras(scene: Scene, up="y", size=DEFAULT_SIZE, cut="auto") -> dict[str, Camera]:

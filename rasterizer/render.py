@@ -30,6 +30,16 @@ class Prepared:
         self.gaussians = self.backend.upload(scene)
         self.n = len(scene)
 
+    def subset(self, index) -> Prepared:
+        """The Gaussians selected by ``index`` (a boolean mask or indices), taken on the backend: the
+        same arrays as ``Prepared(scene.subset(index))`` (activation is per Gaussian) without a second
+        upload."""
+        out = object.__new__(Prepared)
+        out.backend = self.backend
+        out.gaussians = self.backend.subset(self.gaussians, index)
+        out.n = len(out.gaussians)
+        return out
+
     def frame(self, camera: Camera, background=(0.0, 0.0, 0.0)):
         """One view as the backend's own (rgb, alpha) arrays, on its device (not downloaded)."""
         be, g = self.backend, self.gaussians

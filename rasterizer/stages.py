@@ -53,6 +53,11 @@ class Gaussians:
     def __len__(self) -> int:
         return int(self.means.shape[0])
 
+    def subset(self, index) -> Gaussians:
+        """The Gaussians selected by a boolean mask or indices (host arrays)."""
+        return Gaussians(self.means[index], self.quats[index], self.scales[index], self.opacities[index],
+                         self.sh[index], self.sh_degree)
+
 
 @dataclass
 class Projection:

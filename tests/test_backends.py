@@ -79,3 +79,22 @@ def test_loading_and_the_numpy_backend_never_import_numba(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["preview_angle.jpg", "preview_top.jpg"]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+def test_a_subset_taken_on_the_backend_renders_as_the_subset_uploaded(backend):
+    """``Prepared.subset`` (the preview's section cut applied to the scene already uploaded) gives the same
+    image, bit for bit, as uploading the subset itself: by mask and by indices, on the demo room (SH 3)."""
+    if backend not in available():
+        pytest.skip(f"backend {backend} is not available here")
+    from rasterizer.demo import demo_scene
+    scene = demo_scene()
+    cam = cameras_for(scene, size=(160, 120))["oblique"]
+    keep = scene.means[:, 1] < np.median(scene.means[:, 1])
+    whole = Prepared(scene, backend)
+    for index in (keep, np.flatnonzero(keep)[::3]):
+        got = whole.subset(index).render(cam, (0.1, 0.2, 0.3))
+        want = Prepared(scene.subset(index), backend).render(cam, (0.1, 0.2, 0.3))
+        assert np.array_equal(got.rgb, want.rgb) and np.array_equal(got.alpha, want.alpha)
+        assert want.alpha.max() > 0.5
+    assert not np.array_equal(whole.render(cam).alpha, whole.subset(keep).render(cam).alpha)

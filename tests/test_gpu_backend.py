@@ -182,6 +182,31 @@ def test_8_bit_frames_are_converted_on_the_gpu_to_the_same_bytes():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(REASON is not None, reason=f"GPU backend unavailable: {REASON}")
+def test_gpu_preview_command_renders_its_plan_from_the_scene_uploaded_beside_the_planning(tmp_path):
+    """``python -m rasterizer preview --backend gpu`` uploads the scene while it plans and takes the cut
+    on the device (the demo room is indoor: cut below its ceiling); its images are those of the same
+    plan rendered in process from the cut scene uploaded on its own."""
+    from PIL import Image as PILImage
+
+    from rasterizer.demo import demo_scene
+    from rasterizer.preview import plan_previews, write_previews
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "rasterizer", "preview", "--out", str(out), "--backend", "gpu",
+                           "--format", "png", "--size", "640x360"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "uploaded while the views were planned" in done.stderr
+    plan = plan_previews(demo_scene(), up="y", size=(640, 360))
+    assert plan.kept is not None and 0 < plan.kept.sum() < len(plan.kept)
+    write_previews(plan, tmp_path / "ref", prepared=Prepared(plan.scene, "gpu"), fmt="png")
+    for view in ("top", "angle"):
+        got = np.asarray(PILImage.open(out / f"preview_{view}.png"))
+        want = np.asarray(PILImage.open(tmp_path / "ref" / f"preview_{view}.png"))
+        assert np.array_equal(got, want), view
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(REASON is not None, reason=f"GPU backend unavailable: {REASON}")
 def test_huge_splats_around_the_camera_chunk_one_gaussian_at_a_time(monkeypatch):
     """A camera inside a cloud of huge splats: every Gaussian covers the whole image. With a limit
     below one Gaussian's tile count each Gaussian is its own chunk: same image, bit for bit."""

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import queue
 import threading
 from collections.abc import Iterator
+from typing import Any
 from contextlib import contextmanager
 
 from ..errors import BackendUnavailable
@@ -71,25 +73,53 @@ def available() -> list[str]:
     return out
 
 
+class Warming:
+    """The backend coming up in a background thread (:func:`warming`), and optionally the scene going
+    up behind it: :meth:`upload` hands the thread a scene, :meth:`prepared` takes the result."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._scene: queue.Queue = queue.Queue()
+        self._prepared: Any = None     # a rasterizer.render.Prepared once the scene is up
+        self.thread = threading.Thread(target=self._run, name="backend-warm-up", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            if resolve(self.name) != "gpu":
+                return
+            get("gpu").warm_up()
+            scene = self._scene.get()
+            if scene is not None:   # host-to-device copies release the GIL: the planning goes on meanwhile
+                from ..render import Prepared
+                self._prepared = Prepared(scene, "gpu")
+        except Exception as e:  # noqa: BLE001 - get() or Prepared() raises it again, in the caller's thread
+            log.debug("backend warm-up: %s", e)
+
+    def upload(self, scene) -> None:
+        """Upload ``scene`` on the thread once the GPU backend is up (nothing on the CPU backends)."""
+        self._scene.put(scene)
+
+    def prepared(self, index=None):
+        """The uploaded scene (a :class:`rasterizer.render.Prepared`) restricted to ``index`` (a mask or
+        indices into it; None: all of it), or None when nothing went up. Only after the block."""
+        if self._prepared is None or self.thread.is_alive():
+            return None
+        return self._prepared if index is None else self._prepared.subset(index)
+
+
 @contextmanager
-def warming(name: str) -> Iterator[None]:
+def warming(name: str) -> Iterator[Warming]:
     """Bring the GPU backend up in a background thread for the duration of the block, which loads and
     plans meanwhile, when ``name`` is (or ``auto`` resolves to) ``gpu``; leaving the block waits for
     it (never an exit while CUDA starts). The CUDA driver and context start in C calls that release
     the GIL (0.2-0.5 s of a fresh process), and ``warm_up`` renders one tiny frame, taking the first
-    frame's one-time loads. numba is not warmed so: its import holds the GIL and slowed a 1M preview
-    on 2 cores (2.35 -> 2.6 s). A failure is only logged here: :func:`get` reports it where the
-    backend is used."""
-    def run():
-        try:
-            if resolve(name) == "gpu":
-                get("gpu").warm_up()
-        except Exception as e:  # noqa: BLE001 - get() raises it again, in the caller's thread
-            log.debug("backend warm-up: %s", e)
-
-    thread = threading.Thread(target=run, name="backend-warm-up", daemon=True)
-    thread.start()
+    frame's one-time loads; a scene handed to :meth:`Warming.upload` goes up next. numba is not warmed
+    so: its import holds the GIL and slowed a 1M preview on 2 cores (2.35 -> 2.6 s). A failure is
+    only logged here: :func:`get` reports it where the backend is used."""
+    warm = Warming(name)
+    warm.thread.start()
     try:
-        yield
+        yield warm
     finally:
-        thread.join()
+        warm.upload(None)   # a thread still waiting for a scene gets none
+        warm.thread.join()

@@ -406,3 +406,8 @@ def _load_kernels() -> None:
                  time.perf_counter() - t0)
     else:
         log.debug("cpu backend: numba kernels loaded from the cache in %.2f s", time.perf_counter() - t0)
+
+
+def subset(g, index):
+    """The Gaussians selected by a boolean mask or indices."""
+    return g.subset(index)

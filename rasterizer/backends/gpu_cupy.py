@@ -187,6 +187,21 @@ def upload(scene) -> Gaussians:
                      channel_major.T.reshape(n, k, 3), g.sh_degree)
 
 
+def subset(g: Gaussians, index) -> Gaussians:
+    """The Gaussians selected by a boolean mask or indices (host or device), gathered on the device,
+    the SH kept channel-major: the arrays :func:`upload` makes of the same Gaussians."""
+    index = cp.asarray(index)
+    if index.dtype == bool:
+        index = cp.flatnonzero(index)
+    n, k = g.sh.shape[:2]
+    channel_major = g.sh.reshape(n, 3 * k).T           # (3 K, N), the layout upload stores
+    if not channel_major.flags.c_contiguous:
+        channel_major = cp.ascontiguousarray(channel_major)
+    picked = channel_major[:, index]                   # (3 K, M), contiguous
+    return Gaussians(g.means[index], g.quats[index], g.scales[index], g.opacities[index],
+                     picked.T.reshape(len(index), k, 3), g.sh_degree)
+
+
 def _sh_layout(sh):
     """``(sh, row, step)`` for the kernels: Gaussian i's coefficient k, channel c at
     ``sh[i * row + (3 k + c) * step]`` (floats); copies ``sh`` when it is neither layout."""

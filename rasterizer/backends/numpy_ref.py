@@ -19,3 +19,8 @@ def download8(rgb):
 
 def warm_up() -> None:
     """Nothing to bring up."""
+
+
+def subset(g, index):
+    """The Gaussians selected by a boolean mask or indices."""
+    return g.subset(index)
