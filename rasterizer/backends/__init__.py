@@ -14,8 +14,8 @@ import logging
 import queue
 import threading
 from collections.abc import Iterator
-from typing import Any
 from contextlib import contextmanager
+from typing import Any
 
 from ..errors import BackendUnavailable
 
