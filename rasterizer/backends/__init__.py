@@ -101,10 +101,11 @@ class Warming:
 
     def prepared(self, index=None):
         """The uploaded scene (a :class:`rasterizer.render.Prepared`) restricted to ``index`` (a mask or
-        indices into it; None: all of it), or None when nothing went up. Only after the block."""
+        indices into it; None: all of it), or None when nothing went up. Only after the block, once."""
         if self._prepared is None or self.thread.is_alive():
             return None
-        return self._prepared if index is None else self._prepared.subset(index)
+        whole, self._prepared = self._prepared, None   # the whole scene's device memory goes back after the cut
+        return whole if index is None else whole.subset(index)
 
 
 @contextmanager
