@@ -112,11 +112,13 @@ class Warming:
 def warming(name: str) -> Iterator[Warming]:
     """Bring the GPU backend up in a background thread for the duration of the block, which loads and
     plans meanwhile, when ``name`` is (or ``auto`` resolves to) ``gpu``; leaving the block waits for
-    it (never an exit while CUDA starts). The CUDA driver and context start in C calls that release
-    the GIL (0.2-0.5 s of a fresh process), and ``warm_up`` renders one tiny frame, taking the first
-    frame's one-time loads; a scene handed to :meth:`Warming.upload` goes up next. numba is not warmed
-    so: its import holds the GIL and slowed a 1M preview on 2 cores (2.35 -> 2.6 s). A failure is
-    only logged here: :func:`get` reports it where the backend is used."""
+    it (never an exit while CUDA starts). CuPy's import, the CUDA driver and context (0.5-0.9 s of a
+    fresh process on the machines measured) and ``warm_up``'s tiny frame, which takes the first
+    frame's one-time loads, overlap the load and the planning; a scene handed to
+    :meth:`Warming.upload` goes up next (1M SH-3 preview on an H100 host: 1.77-1.92 -> 1.25-1.35 s).
+    numba is not warmed so: its import holds the GIL, and a 1M preview on 2 cores gained nothing
+    (2.35-2.8 s either way). A failure is only logged here: :func:`get` reports it where the backend
+    is used."""
     warm = Warming(name)
     warm.thread.start()
     try:
