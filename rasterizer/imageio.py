@@ -12,9 +12,13 @@ from .scene import atomic_write
 FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
 
 
+#: the 8-bit value of 1.0 (the GPU's twin of to_uint8 receives it as an argument)
+U8_MAX = 255.0
+
+
 def to_uint8(x: np.ndarray) -> np.ndarray:
     """Round-to-nearest 8-bit of values clamped to [0, 1]."""
-    return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return (np.clip(x, 0.0, 1.0) * U8_MAX + 0.5).astype(np.uint8)
 
 
 def save_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = None, quality: int = 90) -> Path:

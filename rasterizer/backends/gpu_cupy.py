@@ -54,6 +54,7 @@ import numpy as np
 
 from .. import stages
 from ..camera import Camera
+from ..imageio import U8_MAX
 from ..stages import Gaussians, Projection, TileBins
 from . import cuda
 
@@ -224,7 +225,7 @@ def download8(rgb) -> np.ndarray:
     out = cp.empty(x.shape, np.uint8)
     n = x.size
     if n:
-        _kernel("to_uint8_kernel")(((n + BLOCK - 1) // BLOCK,), (BLOCK,), (np.int64(n), x, out))
+        _kernel("to_uint8_kernel")(((n + BLOCK - 1) // BLOCK,), (BLOCK,), (np.int64(n), f32(U8_MAX), x, out))
     return cp.asnumpy(out)
 
 

@@ -174,12 +174,13 @@ extern "C" __global__ void downscale_kernel(const int w, const int h, const int 
     out_alpha[i] = a * scale;
 }
 
-// 8-bit RGB for the video (imageio.to_uint8): clamp to [0, 1], times 255, plus 0.5, truncated; each
-// step rounded on its own like NumPy's float32 (no fused multiply-add).
-extern "C" __global__ void to_uint8_kernel(const long long n, const float* __restrict__ x, unsigned char* __restrict__ out)
+// 8-bit RGB for the video (imageio.to_uint8): clamp to [0, 1], times full (imageio.U8_MAX), plus 0.5,
+// truncated; each step rounded on its own like NumPy's float32 (no fused multiply-add).
+extern "C" __global__ void to_uint8_kernel(const long long n, const float full, const float* __restrict__ x,
+    unsigned char* __restrict__ out)
 {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const float v = fminf(fmaxf(x[i], 0.f), 1.f);
-    out[i] = (unsigned char)__fadd_rn(__fmul_rn(v, 255.f), 0.5f);
+    out[i] = (unsigned char)__fadd_rn(__fmul_rn(v, full), 0.5f);
 }
