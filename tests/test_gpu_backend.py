@@ -207,6 +207,33 @@ def test_gpu_preview_command_renders_its_plan_from_the_scene_uploaded_beside_the
 
 @pytest.mark.gpu
 @pytest.mark.skipif(REASON is not None, reason=f"GPU backend unavailable: {REASON}")
+@pytest.mark.parametrize("n", [700, 4096, 4097])
+def test_small_view_sorts_give_the_general_paths_bins_exactly(monkeypatch, n):
+    """The one-block sorts of small views (bin.cu, "Small views": bitonic sorts of keys made unique by
+    their index) against thrust's stable radix sorts: the same Gaussian ids in tile order and tile
+    ranges on every camera of the demo room's first n Gaussians (4097: the depth sort falls back)."""
+    from rasterizer.backends import cuda, gpu_cupy
+    from rasterizer.demo import demo_scene
+    scene = demo_scene().subset(np.arange(n))
+    prepared = Prepared(scene, "gpu")
+    small_pairs = 0
+    for size in ((96, 64), (320, 240)):
+        for view, cam in cameras_for(scene, size=size).items():
+            p, _ = gpu_cupy.project_and_color(prepared.gaussians, cam)
+            got = gpu_cupy.bin_tiles(p, cam)
+            with monkeypatch.context() as m:
+                m.setattr(cuda, "SMALL_DEPTH_N", 0)
+                m.setattr(cuda, "SMALL_PAIRS", 0)
+                want = gpu_cupy.bin_tiles(p, cam)
+            pairs = int(want.offsets[-1])
+            small_pairs += 0 < pairs <= cuda.SMALL_PAIRS
+            assert np.array_equal(got.offsets.get(), want.offsets.get()), f"{n} {size} {view}"
+            assert np.array_equal(got.gaussian_ids.get(), want.gaussian_ids.get()), f"{n} {size} {view}"
+    assert small_pairs >= 2, "no view small enough for the one-block tile sort"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(REASON is not None, reason=f"GPU backend unavailable: {REASON}")
 def test_huge_splats_around_the_camera_chunk_one_gaussian_at_a_time(monkeypatch):
     """A camera inside a cloud of huge splats: every Gaussian covers the whole image. With a limit
     below one Gaussian's tile count each Gaussian is its own chunk: same image, bit for bit."""

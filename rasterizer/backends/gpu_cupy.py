@@ -311,11 +311,15 @@ def _bins_for(p: GpuProjection, order, ends, first: int, last: int, base: int, m
     keys = cp.empty(m, np.uint32 if wide else np.uint16)
     gids = cp.empty(m, np.int32)
     _duplicate(p, order, ends, first, last, base, keys, gids, tiles_x, tiles_y, height)
-    perm = cp.argsort(keys)                         # stable radix sort of 16 (or 32) bit tile ids
     offsets = cp.empty(n_tiles + 1, np.int32)
+    ids = cp.empty(m, np.int32)
+    if m <= cuda.SMALL_PAIRS and n_tiles < cuda.SMALL_TILES:  # one block (bin.cu, "Small views")
+        _kernel(f"small_tile_sort_kernel<unsigned {'int' if wide else 'short'}>")((1,), (cuda.SMALL_THREADS,), (
+            np.int32(m), np.int32(n_tiles), keys, gids, ids, offsets))
+        return TileBins(tiles_x, tiles_y, ids, offsets)
+    perm = cp.argsort(keys)                         # stable radix sort of 16 (or 32) bit tile ids
     _kernel(f"ranges_kernel<unsigned {'int' if wide else 'short'}>")(_grid(m), (BLOCK,), (
         np.int32(m), np.int32(n_tiles), keys, perm, offsets))
-    ids = cp.empty(m, np.int32)
     _kernel("permute_ids_kernel")(_grid(m), (BLOCK,), (np.int32(m), perm, gids, ids))
     return TileBins(tiles_x, tiles_y, ids, offsets)
 
@@ -327,11 +331,16 @@ def bin_tiles(p: GpuProjection, camera: Camera) -> GpuTileBins:
     if n == 0:
         empty = TileBins(tiles_x, tiles_y, cp.empty(0, np.int32), cp.zeros(n_tiles + 1, np.int32))
         return GpuTileBins(tiles_x, tiles_y, empty.gaussian_ids, empty.offsets, chunks=[empty])
-    order = cp.argsort(p.depth_keys)                # front to back; ties keep index order (stable)
-    sorted_counts = cp.empty(n, np.int64)
-    _kernel("gather_counts_kernel")(_grid(n), (BLOCK,), (np.int32(n), order, p.counts, sorted_counts))
-    ends = cp.cumsum(sorted_counts)                 # int64: a view may hold more than 2**31 pairs
-    del sorted_counts
+    if n <= cuda.SMALL_DEPTH_N:                          # one block, no host sync (bin.cu, "Small views")
+        order, ends = cp.empty(n, np.int64), cp.empty(n, np.int64)
+        _kernel("small_depth_order_kernel")((1,), (cuda.SMALL_THREADS,), (np.int32(n), p.depth_keys, p.counts, order,
+                                                                     ends))
+    else:
+        order = cp.argsort(p.depth_keys)            # front to back; ties keep index order (stable)
+        sorted_counts = cp.empty(n, np.int64)
+        _kernel("gather_counts_kernel")(_grid(n), (BLOCK,), (np.int32(n), order, p.counts, sorted_counts))
+        ends = cp.cumsum(sorted_counts)             # int64: a view may hold more than 2**31 pairs
+        del sorted_counts
     total = int(ends[-1])                           # the one host sync: sizes the pair buffers
     limit = max_intersections()
     if total <= limit:

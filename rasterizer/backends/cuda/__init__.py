@@ -24,12 +24,19 @@ PIX_MARGIN = 0.05
 #: float4s in a Gaussian's projection record (project.cu writes it; bin.cu and blend.cu gather it):
 #: geo, con, rch, rgb + radius bits
 REC = 4
+#: small views (bin.cu): the depth sort of at most SMALL_DEPTH_N Gaussians and the tile sort of at most
+#: SMALL_PAIRS = 2^PAIR_BITS pairs (views of fewer than 2^(32 - PAIR_BITS) tiles) each run in one block of
+#: SMALL_THREADS threads, in shared memory, with no host sync
+SMALL_THREADS, SMALL_DEPTH_N, PAIR_BITS = 1024, 4096, 13
+SMALL_PAIRS, SMALL_TILES = 1 << PAIR_BITS, 1 << (32 - PAIR_BITS)
 #: the kernels of each .cu file (templates by their instantiation's name)
 KERNELS = {
     "project": ("project_kernel", "sh_kernel"),
     "bin": ("gather_counts_kernel", "duplicate_kernel<unsigned short>", "duplicate_kernel<unsigned int>",
             "duplicate_big_kernel<unsigned short>", "duplicate_big_kernel<unsigned int>",
-            "ranges_kernel<unsigned short>", "ranges_kernel<unsigned int>", "permute_ids_kernel"),
+            "ranges_kernel<unsigned short>", "ranges_kernel<unsigned int>", "permute_ids_kernel",
+            "small_depth_order_kernel", "small_tile_sort_kernel<unsigned short>",
+            "small_tile_sort_kernel<unsigned int>"),
     "blend": ("blend_kernel", "downscale_kernel", "to_uint8_kernel"),
 }
 _INCLUDE = re.compile(r'\s*#include\s+"([^"]+)"')
@@ -47,6 +54,7 @@ def define_values() -> dict[str, float | int]:
         "EPS2D": stages.EPS2D, "LAMBDA_MIN": stages.LAMBDA_MIN, "RADIUS_SIGMAS": stages.RADIUS_SIGMAS,
         "ALPHA_MIN": stages.ALPHA_MIN, "INV_ALPHA_MIN": 1.0 / stages.ALPHA_MIN, "ALPHA_MAX": stages.ALPHA_MAX,
         "T_MIN": stages.T_MIN, "SIGMA_MARGIN": SIGMA_MARGIN, "PIX_MARGIN": PIX_MARGIN, "REC": REC,
+        "SMALL_THREADS": SMALL_THREADS, "SMALL_DEPTH_N": SMALL_DEPTH_N, "PAIR_BITS": PAIR_BITS,
         "SH_C0": sh.C0, "SH_C1": sh.C1}
     values.update({f"SH_C2_{i}": v for i, v in enumerate(sh.C2)})
     values.update({f"SH_C3_{i}": v for i, v in enumerate(sh.C3)})

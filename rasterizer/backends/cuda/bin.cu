@@ -172,3 +172,102 @@ extern "C" __global__ void permute_ids_kernel(const int m, const long long* __re
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < m) out[i] = gids[perm[i]];
 }
+
+// ---- Small views: each sort in one block of SMALL_THREADS threads, in shared memory, with no host sync.
+// Keys are made unique by the index they come from (key << bits | index), so the bitonic sort (not
+// stable in itself) gives exactly the stable order of the general path's radix sorts. SMALL_THREADS,
+// SMALL_DEPTH_N (Gaussians: 64-bit (depth key, index) in shared memory) and PAIR_BITS (pairs: 32-bit
+// (tile << PAIR_BITS | pair)) come from cuda.defines.
+constexpr int SMALL_PAIRS = 1 << PAIR_BITS;
+static_assert(SMALL_DEPTH_N % SMALL_THREADS == 0 && SMALL_THREADS <= 1024, "small sort layout");
+
+template <typename T, int N>
+__device__ __forceinline__ void bitonic_sort(T* s)
+{
+    for (int k = 2; k <= N; k <<= 1)
+        for (int j = k >> 1; j > 0; j >>= 1) {
+            for (int i = threadIdx.x; i < N; i += blockDim.x) {
+                const int l = i ^ j;
+                if (l > i) {
+                    const T a = s[i], b = s[l];
+                    if (((i & k) == 0) == (a > b)) { s[i] = b; s[l] = a; }
+                }
+            }
+            __syncthreads();
+        }
+}
+
+// Depth order of n <= SMALL_DEPTH_N Gaussians (ties keep index order) and the running sums of their
+// tile counts in that order: order[] and ends[] as the general path's sort, gather and scan make them.
+extern "C" __global__ void __launch_bounds__(SMALL_THREADS) small_depth_order_kernel(const int n,
+    const unsigned int* __restrict__ depth_keys, const int* __restrict__ counts, long long* __restrict__ order,
+    long long* __restrict__ ends)
+{
+    __shared__ unsigned long long s[SMALL_DEPTH_N];
+    __shared__ long long s_warp[SMALL_THREADS / 32];
+    for (int i = threadIdx.x; i < SMALL_DEPTH_N; i += blockDim.x)
+        s[i] = i < n ? ((unsigned long long)depth_keys[i] << 32) | (unsigned int)i : ~0ull;
+    __syncthreads();
+    bitonic_sort<unsigned long long, SMALL_DEPTH_N>(s);
+    // each thread owns PER consecutive ranks: a sum of its own, a block scan of the sums, then its ranks
+    constexpr int PER = SMALL_DEPTH_N / SMALL_THREADS;
+    const int r0 = threadIdx.x * PER;
+    long long c[PER], own = 0;
+    #pragma unroll
+    for (int q = 0; q < PER; ++q) {
+        const int r = r0 + q;
+        c[q] = r < n ? (long long)counts[(int)(s[r] & 0xffffffffu)] : 0;
+        own += c[q];
+    }
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    long long x = own;
+    #pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+        const long long y = __shfl_up_sync(0xffffffffu, x, d);
+        if (lane >= d) x += y;
+    }
+    if (lane == 31) s_warp[warp] = x;
+    __syncthreads();
+    if (warp == 0) {
+        long long w = s_warp[lane];
+        #pragma unroll
+        for (int d = 1; d < 32; d <<= 1) {
+            const long long y = __shfl_up_sync(0xffffffffu, w, d);
+            if (lane >= d) w += y;
+        }
+        s_warp[lane] = w;
+    }
+    __syncthreads();
+    long long run = (warp ? s_warp[warp - 1] : 0) + x - own;
+    #pragma unroll
+    for (int q = 0; q < PER; ++q) {
+        const int r = r0 + q;
+        run += c[q];
+        if (r < n) {
+            order[r] = (long long)(s[r] & 0xffffffffu);
+            ends[r] = run;
+        }
+    }
+}
+
+// The m <= SMALL_PAIRS pairs of a view with at most 2^(32 - PAIR_BITS) tiles, sorted by tile, stably:
+// the Gaussian ids in tile order and each tile's range (offsets[t] = first pair whose tile is >= t).
+template <typename Key>
+__global__ void __launch_bounds__(SMALL_THREADS) small_tile_sort_kernel(const int m, const int n_tiles,
+    const Key* __restrict__ keys, const int* __restrict__ gids, int* __restrict__ ids, int* __restrict__ offsets)
+{
+    __shared__ unsigned int s[SMALL_PAIRS];
+    for (int i = threadIdx.x; i < SMALL_PAIRS; i += blockDim.x)
+        s[i] = i < m ? ((unsigned int)keys[i] << PAIR_BITS) | (unsigned int)i : ~0u;
+    __syncthreads();
+    bitonic_sort<unsigned int, SMALL_PAIRS>(s);
+    for (int i = threadIdx.x; i < m; i += blockDim.x) ids[i] = gids[s[i] & (SMALL_PAIRS - 1)];
+    for (int t = threadIdx.x; t <= n_tiles; t += blockDim.x) {      // lower bound of t among the m tiles
+        int a = 0, z = m;
+        while (a < z) {
+            const int mid = (a + z) >> 1;
+            if ((int)(s[mid] >> PAIR_BITS) < t) a = mid + 1; else z = mid;
+        }
+        offsets[t] = a;
+    }
+}
