@@ -16,7 +16,9 @@ stages, same gsplat-1.4.0 "classic" semantics (``rendering.md``), pinhole and or
                order, then a stable radix sort on the tile id alone (16 bits for up to 65536
                tiles) and a tile-range kernel. Sorting by depth first, then stably by tile, gives
                exactly the order of gsplat's 64-bit ``tile << 32 | depth`` sort, while each radix
-               pass touches only the bits that are needed;
+               pass touches only the bits that are needed. Small views sort in one block each
+               (bitonic sorts of index-unique keys in shared memory: the same order, no thrust
+               call and no host sync; sizes in :mod:`rasterizer.backends.cuda`);
 ``blend``      one 256-thread block per 16x16 tile, Gaussians staged through shared memory in
                batches of 256, the whole tile leaving as soon as every pixel is saturated
                (``__syncthreads_count``), ``__expf`` like gsplat. Each warp owns an 8x4 block
