@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -286,6 +287,21 @@ def test_the_auto_backend_on_a_gpu_imports_no_numba():
             "assert 'numba' not in sys.modules, 'numba imported'")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_cpu_preview_never_brings_cuda_up(tmp_path):
+    """``preview --backend cpu`` starts no warm-up: neither CuPy nor the CUDA driver is loaded (on a GPU
+    machine that would cost a context; on any machine, time)."""
+    if not Path("/proc/self/maps").is_file():
+        pytest.skip("no /proc/self/maps here to see the loaded libraries")
+    code = ("import sys; from rasterizer.cli import main; "
+            f"rc = main(['preview', '--out', {str(tmp_path / 'out')!r}, '--backend', 'cpu', '--size', '160x90']); "
+            "maps = open('/proc/self/maps').read(); "
+            "assert rc == 0, rc; assert 'cupy' not in sys.modules, 'cupy imported'; "
+            "assert 'libcuda' not in maps, 'the CUDA driver is loaded'")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "out" / "preview_top.jpg").is_file()
 
 
 def test_importing_the_package_does_not_import_cupy():

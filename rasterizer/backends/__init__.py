@@ -9,7 +9,9 @@ imported: the GPU path never imports numba, the CPU paths never import CuPy unle
 """
 from __future__ import annotations
 
+import ctypes
 import importlib
+import importlib.util
 import logging
 import queue
 import threading
@@ -73,6 +75,21 @@ def available() -> list[str]:
     return out
 
 
+def start_cuda_driver() -> None:
+    """Start the CUDA driver (``cuInit``) and retain device 0's primary context (the one CuPy's runtime
+    calls use) through ctypes, which lets go of the GIL during the calls: CuPy's own first calls hold
+    it while the driver starts (0.2-0.35 s on an H200 host, measured with a counting main thread), so
+    a warm-up thread would stall the loading and planning beside it. Nothing happens without a driver
+    or a device; CuPy reports that where it is used."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+        device, context = ctypes.c_int(), ctypes.c_void_p()
+        if cuda.cuInit(0) == 0 and cuda.cuDeviceGet(ctypes.byref(device), 0) == 0:
+            cuda.cuDevicePrimaryCtxRetain(ctypes.byref(context), device)
+    except (OSError, AttributeError) as e:
+        log.debug("CUDA driver start: %s", e)
+
+
 class Warming:
     """The backend coming up in a background thread (:func:`warming`), and optionally the scene going
     up behind it: :meth:`upload` hands the thread a scene, :meth:`prepared` takes the result."""
@@ -84,16 +101,25 @@ class Warming:
         self.thread = threading.Thread(target=self._run, name="backend-warm-up", daemon=True)
 
     def _run(self) -> None:
+        driver = None
+        if self.name == "gpu" or (self.name == "auto" and importlib.util.find_spec("cupy") is not None):
+            driver = threading.Thread(target=start_cuda_driver, name="cuda-driver-start", daemon=True)
+            driver.start()   # beside CuPy's import, which holds the GIL
         try:
             if resolve(self.name) != "gpu":
                 return
+            if driver is not None:
+                driver.join()
             get("gpu").warm_up()
             scene = self._scene.get()
-            if scene is not None:   # host-to-device copies release the GIL: the planning goes on meanwhile
+            if scene is not None:   # the planning goes on meanwhile
                 from ..render import Prepared
                 self._prepared = Prepared(scene, "gpu")
         except Exception as e:  # noqa: BLE001 - get() or Prepared() raises it again, in the caller's thread
             log.debug("backend warm-up: %s", e)
+        finally:
+            if driver is not None:
+                driver.join()   # never an exit while the driver starts
 
     def upload(self, scene) -> None:
         """Upload ``scene`` on the thread once the GPU backend is up (nothing on the CPU backends)."""
@@ -113,9 +139,11 @@ def warming(name: str) -> Iterator[Warming]:
     """Bring the GPU backend up in a background thread for the duration of the block, which loads and
     plans meanwhile, when ``name`` is (or ``auto`` resolves to) ``gpu``; leaving the block waits for
     it (never an exit while CUDA starts). CuPy's import, the CUDA driver and context (0.5-0.9 s of a
-    fresh process on the machines measured) and ``warm_up``'s tiny frame, which takes the first
-    frame's one-time loads, overlap the load and the planning; a scene handed to
-    :meth:`Warming.upload` goes up next (1M SH-3 preview on an H100 host: 1.77-1.92 -> 1.25-1.35 s).
+    fresh process on the machines measured; the driver started through :func:`start_cuda_driver`,
+    without the GIL) and ``warm_up``'s tiny frame, which takes the first frame's one-time loads,
+    overlap the load and the planning; a scene handed to :meth:`Warming.upload` goes up next (1M
+    SH-3 preview on an H100 host: 1.77-1.92 -> 1.25-1.35 s; on an H200 host with the driver started
+    so: 0.95 s).
     numba is not warmed so: its import holds the GIL, and a 1M preview on 2 cores gained nothing
     (2.35-2.8 s either way). A failure is only logged here: :func:`get` reports it where the backend
     is used."""
