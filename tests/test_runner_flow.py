@@ -274,7 +274,10 @@ def test_python_failure_sends_a_fail_receipt_with_the_tail(fake, tmp_path):
     # stdout and stderr are two pipes read concurrently, so where the stderr line lands among
     # the stdout lines is up to the readers; the 200-line tail keeps both streams' last lines
     assert len(ev["tail"]) == 200 and "stderr: fatal: training failed" in ev["tail"]
-    assert "stdout: training step 249 diverged" in ev["tail"][-2:]
+    # both stderr lines may land after the last stdout line: compare each stream's own order
+    assert [t for t in ev["tail"] if t.startswith("stdout: ")][-1] == "stdout: training step 249 diverged"
+    assert [t for t in ev["tail"] if t.startswith("stderr: ")][-2:] == ["stderr: fake run.py: a warning line on stderr",
+                                                                       "stderr: fatal: training failed"]
     runner_ev = [e for e in fake.events(task_id) if e.get("stage") == "runner"]
     assert runner_ev == [{"level": "error", "stage": "runner", "message": "python job failed: status=Some(3)"}]
     assert (tmp_path / "tasks" / task_id / "datasets").is_dir()  # DISABLE_TASKS_CLEANUP keeps it
