@@ -160,7 +160,6 @@ def load_ply(path: str | os.PathLike) -> Scene:
         return rows.check(start, len(block))
 
     return rows.scene(path, vertices.decode_chunks(decode))
-    return rows.scene(path)
 
 
 @dataclass
