@@ -340,17 +340,17 @@ def with_injected_faults(prepared, output: str):
         calls = 0
 
         @staticmethod
-        def frame() -> None:
+        def count_frame() -> None:
             Faulty.calls += 1
             if at is not None and Faulty.calls > at:
                 raise RuntimeError(f"injected render fault ({FAULT_ENV}={output}{f'@{at}' if at else ''})")
 
         def render(self, camera, background=(0.0, 0.0, 0.0), downscale: int = 1):
-            self.frame()
+            self.count_frame()
             return prepared.render(camera, background, downscale)
 
         def render8(self, camera, background=(0.0, 0.0, 0.0)):
-            self.frame()
+            self.count_frame()
             return prepared.render8(camera, background)
 
     log.warning("%s: %s is set: the renderer will fail for %s", output, FAULT_ENV, output)

@@ -75,6 +75,18 @@ def available() -> list[str]:
     return out
 
 
+def warm_up_view():
+    """The scene and camera a backend's warm-up renders: one Gaussian two units ahead, 16 x 16 pixels."""
+    import numpy as np
+
+    from ..camera import Camera
+    from ..scene import Scene
+    f32 = np.float32
+    one = Scene(np.array([[0.0, 0.0, 2.0]], f32), np.full((1, 3), -2.0, f32), np.array([[1, 0, 0, 0]], f32),
+                np.zeros(1, f32), np.zeros((1, 1, 3), f32))
+    return one, Camera.look_at([0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0], 60.0, 16, 16)
+
+
 def start_cuda_driver() -> None:
     """Start the CUDA driver (``cuInit``) and retain device 0's primary context (the one CuPy's runtime
     calls use) through ctypes, which lets go of the GIL during the calls: CuPy's own first calls hold

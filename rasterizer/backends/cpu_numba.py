@@ -21,9 +21,10 @@ from numba import njit, prange
 
 from .. import stages
 from ..camera import Camera
-from ..imageio import to_uint8
 from ..sh import C0, C1, C2, C3
 from ..stages import Gaussians, Projection, TileBins
+from . import warm_up_view
+from .numpy_ref import download8, downscale, subset  # noqa: F401  (the same on the host: the backend interface)
 
 f32 = np.float32
 _TILE = stages.TILE
@@ -39,13 +40,6 @@ _LOG255 = f32(math.log(255.0))
 
 def download(rgb, alpha):
     return rgb, alpha
-
-
-downscale = stages.downscale
-
-
-def download8(rgb):
-    return to_uint8(rgb)
 
 
 # --------------------------------------------------------------------------- project
@@ -391,10 +385,7 @@ def _load_kernels() -> None:
     announce.daemon = True
     announce.start()
     try:
-        from ..scene import Scene
-        one = Scene(np.array([[0.0, 0.0, 2.0]], f32), np.full((1, 3), -2.0, f32), np.array([[1, 0, 0, 0]], f32),
-                    np.zeros(1, f32), np.zeros((1, 1, 3), f32))
-        cam = Camera.look_at([0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0], 60.0, 16, 16)
+        one, cam = warm_up_view()
         g = stages.activate(one)
         p = project(g, cam)
         blend(p, sh_colors(g, cam), g.opacities, bin_tiles(p, cam), cam, (0.0, 0.0, 0.0))
@@ -406,8 +397,3 @@ def _load_kernels() -> None:
                  time.perf_counter() - t0)
     else:
         log.debug("cpu backend: numba kernels loaded from the cache in %.2f s", time.perf_counter() - t0)
-
-
-def subset(g, index):
-    """The Gaussians selected by a boolean mask or indices."""
-    return g.subset(index)

@@ -58,7 +58,7 @@ from .. import stages
 from ..camera import Camera
 from ..imageio import U8_MAX
 from ..stages import Gaussians, Projection, TileBins
-from . import cuda
+from . import cuda, warm_up_view
 
 log = logging.getLogger(__name__)
 f32 = np.float32
@@ -103,10 +103,7 @@ def warm_up() -> None:
     """Load the kernels and render one tiny frame (at twice its size, resolved): the CUDA context, our
     modules and CuPy's own sort, scan and copy kernels come up now, not in the first real frame."""
     load_kernels()
-    from ..scene import Scene
-    one = Scene(np.array([[0.0, 0.0, 2.0]], f32), np.full((1, 3), -2.0, f32), np.array([[1, 0, 0, 0]], f32),
-                np.zeros(1, f32), np.zeros((1, 16, 3), f32))
-    cam = Camera.look_at([0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0], 60.0, 32, 32)
+    one, cam = warm_up_view()
     g = upload(one)
     p, colors = project_and_color(g, cam)
     rgb, alpha = blend(p, colors, g.opacities, bin_tiles(p, cam), cam, (0.0, 0.0, 0.0))
@@ -182,12 +179,21 @@ def upload(scene) -> Gaussians:
     (3 K, N) — coefficient k's channel c of every Gaussian in a row — so that the projection's
     threads, one per Gaussian, read consecutive floats; ``Gaussians.sh`` is the (N, K, 3) view of it."""
     g = stages.activate(scene)
-    n, k = g.sh.shape[:2]
-    rows = to_device(g.sh).reshape(n, 3 * k)
-    channel_major = cp.ascontiguousarray(rows.T)
-    del rows
     return Gaussians(to_device(g.means), to_device(g.quats), to_device(g.scales), to_device(g.opacities),
-                     channel_major.T.reshape(n, k, 3), g.sh_degree)
+                     _sh_view(_channel_major(to_device(g.sh))), g.sh_degree)
+
+
+def _channel_major(sh):
+    """(N, K, 3) SH on the device as the (3 K, N) array :func:`upload` stores (no copy when ``sh`` is
+    already a view of one)."""
+    n, k = sh.shape[:2]
+    return cp.ascontiguousarray(sh.reshape(n, 3 * k).T)
+
+
+def _sh_view(channel_major):
+    """The (N, K, 3) view of a (3 K, N) channel-major SH array."""
+    rows, n = channel_major.shape
+    return channel_major.T.reshape(n, rows // 3, 3)
 
 
 def subset(g: Gaussians, index) -> Gaussians:
@@ -196,13 +202,8 @@ def subset(g: Gaussians, index) -> Gaussians:
     index = cp.asarray(index)
     if index.dtype == bool:
         index = cp.flatnonzero(index)
-    n, k = g.sh.shape[:2]
-    channel_major = g.sh.reshape(n, 3 * k).T           # (3 K, N), the layout upload stores
-    if not channel_major.flags.c_contiguous:
-        channel_major = cp.ascontiguousarray(channel_major)
-    picked = channel_major[:, index]                   # (3 K, M), contiguous
     return Gaussians(g.means[index], g.quats[index], g.scales[index], g.opacities[index],
-                     picked.T.reshape(len(index), k, 3), g.sh_degree)
+                     _sh_view(_channel_major(g.sh)[:, index]), g.sh_degree)
 
 
 def _sh_layout(sh):

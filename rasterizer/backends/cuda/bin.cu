@@ -15,30 +15,31 @@ constexpr int BLOCK = TILE * TILE;
 constexpr int SMALL = 32;               // Gaussians reaching more tiles than this, or spanning more
 constexpr int SMALL_ROWS = 16;          // tile rows than this, are listed by a whole block
 
-// Exclusive prefix sum of v over the block (BLOCK threads); *total gets the sum. Uses s_warp[32].
-__device__ __forceinline__ int block_exclusive_scan(const int v, int* s_warp, int* total)
+// Exclusive prefix sum of v over a block of THREADS threads; *total gets the sum. Uses s_warp[32].
+template <typename T, int THREADS>
+__device__ __forceinline__ T block_exclusive_scan(const T v, T* s_warp, T* total)
 {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    int x = v;
+    T x = v;
     #pragma unroll
     for (int d = 1; d < 32; d <<= 1) {
-        const int y = __shfl_up_sync(0xffffffffu, x, d);
+        const T y = __shfl_up_sync(0xffffffffu, x, d);
         if (lane >= d) x += y;
     }
     if (lane == 31) s_warp[warp] = x;
     __syncthreads();
     if (warp == 0) {
-        int w = lane < BLOCK / 32 ? s_warp[lane] : 0;
+        T w = lane < THREADS / 32 ? s_warp[lane] : 0;
         #pragma unroll
         for (int d = 1; d < 32; d <<= 1) {
-            const int y = __shfl_up_sync(0xffffffffu, w, d);
+            const T y = __shfl_up_sync(0xffffffffu, w, d);
             if (lane >= d) w += y;
         }
-        if (lane < BLOCK / 32) s_warp[lane] = w;            // inclusive sums of the warps
+        if (lane < THREADS / 32) s_warp[lane] = w;          // inclusive sums of the warps
     }
     __syncthreads();
-    const int before = (warp ? s_warp[warp - 1] : 0) + x - v;
-    *total = s_warp[BLOCK / 32 - 1];
+    const T before = (warp ? s_warp[warp - 1] : 0) + x - v;
+    *total = s_warp[THREADS / 32 - 1];
     __syncthreads();                                        // s_warp is reused by the next call
     return before;
 }
@@ -129,7 +130,7 @@ __global__ void __launch_bounds__(BLOCK) duplicate_big_kernel(const long long* _
             int lo = 0, hi = 0;
             if (ty0 + tid < q.y1) row_span(q, ty0 + tid, H, lo, hi);
             int total;
-            const int off = block_exclusive_scan(hi - lo, s_warp, &total);
+            const int off = block_exclusive_scan<int, BLOCK>(hi - lo, s_warp, &total);
             s_row_lo[tid] = lo;
             s_row_off[tid] = off;
             __syncthreads();
@@ -204,7 +205,7 @@ extern "C" __global__ void __launch_bounds__(SMALL_THREADS) small_depth_order_ke
     long long* __restrict__ ends)
 {
     __shared__ unsigned long long s[SMALL_DEPTH_N];
-    __shared__ long long s_warp[SMALL_THREADS / 32];
+    __shared__ long long s_warp[32];
     for (int i = threadIdx.x; i < SMALL_DEPTH_N; i += blockDim.x)
         s[i] = i < n ? ((unsigned long long)depth_keys[i] << 32) | (unsigned int)i : ~0ull;
     __syncthreads();
@@ -219,26 +220,8 @@ extern "C" __global__ void __launch_bounds__(SMALL_THREADS) small_depth_order_ke
         c[q] = r < n ? (long long)counts[(int)(s[r] & 0xffffffffu)] : 0;
         own += c[q];
     }
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    long long x = own;
-    #pragma unroll
-    for (int d = 1; d < 32; d <<= 1) {
-        const long long y = __shfl_up_sync(0xffffffffu, x, d);
-        if (lane >= d) x += y;
-    }
-    if (lane == 31) s_warp[warp] = x;
-    __syncthreads();
-    if (warp == 0) {
-        long long w = s_warp[lane];
-        #pragma unroll
-        for (int d = 1; d < 32; d <<= 1) {
-            const long long y = __shfl_up_sync(0xffffffffu, w, d);
-            if (lane >= d) w += y;
-        }
-        s_warp[lane] = w;
-    }
-    __syncthreads();
-    long long run = (warp ? s_warp[warp - 1] : 0) + x - own;
+    long long total;
+    long long run = block_exclusive_scan<long long, SMALL_THREADS>(own, s_warp, &total);
     #pragma unroll
     for (int q = 0; q < PER; ++q) {
         const int r = r0 + q;

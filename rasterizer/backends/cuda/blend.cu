@@ -151,7 +151,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS) blend_kernel(con
 
 // After stage 5, the supersampling resolve (stages.downscale): output pixel (x, y) is the mean of the
 // k x k block at (k x, k y), summed block row by block row like the NumPy reference, then times
-// scale = float32(1 / k^2); rgb (channels floats a pixel) and alpha alike. One thread per output pixel.
+// scale = float32(1 / k^2); rgb (3 floats a pixel) and alpha alike. One thread per output pixel.
 extern "C" __global__ void downscale_kernel(const int w, const int h, const int src_w, const int k,
     const float scale, const float* __restrict__ rgb, const float* __restrict__ alpha, float* __restrict__ out_rgb,
     float* __restrict__ out_alpha)
