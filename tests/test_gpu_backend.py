@@ -235,6 +235,41 @@ def test_small_view_sorts_give_the_general_paths_bins_exactly(monkeypatch, n):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(REASON is not None, reason=f"GPU backend unavailable: {REASON}")
+@pytest.mark.parametrize("n", [2, 300, 4095, 4096, 4097, 1_000_003])
+def test_radix_sort_and_running_sums_are_numpys_stable_ones(n):
+    """sort.cu against NumPy: the depth sort (32-bit keys with many ties and the all-ones key of the
+    culled, indices as values, keys not written), the tile sort (13 and 16 bits of uint16 keys, 17 bits
+    of uint32 keys, carried int32 values) and the running sums of counts in an order, over one tile of
+    keys and many (the look-back between tiles)."""
+    import cupy as cp
+
+    from rasterizer.backends import gpu_cupy
+    rng = np.random.default_rng(n)
+    depth = rng.uniform(0.2, 50.0, n).astype(np.float32)
+    depth[rng.random(n) < 0.3] = 7.0                               # ties
+    keys = depth.view(np.uint32).copy()
+    keys[rng.random(n) < 0.2] = 0xFFFFFFFF                          # culled: sorted last
+    none, order = gpu_cupy.radix_sort(cp.asarray(keys), 32, keys_out=False)
+    assert none is None
+    assert np.array_equal(order.get(), np.argsort(keys, kind="stable"))
+    for dtype, bits in ((np.uint16, 13), (np.uint16, 16), (np.uint32, 17)):
+        tiles = rng.integers(0, 1 << bits, n).astype(dtype)
+        tiles[: n // 3] = tiles[0]                                 # one long run of a tile
+        values = rng.integers(0, 2**31 - 1, n).astype(np.int32)
+        got_keys, got_values = gpu_cupy.radix_sort(cp.asarray(tiles), bits, cp.asarray(values))
+        want = np.argsort(tiles, kind="stable")
+        assert got_keys.dtype == dtype
+        assert np.array_equal(got_keys.get(), tiles[want]), (dtype, bits)
+        assert np.array_equal(got_values.get(), values[want]), (dtype, bits)
+    counts = rng.integers(0, 9000, n).astype(np.int32)
+    counts[rng.random(n) < 0.5] = 0
+    ends = gpu_cupy.running_sums(order, cp.asarray(counts))
+    assert ends.dtype == np.int64
+    assert np.array_equal(ends.get(), np.cumsum(counts[order.get()].astype(np.int64)))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(REASON is not None, reason=f"GPU backend unavailable: {REASON}")
 def test_huge_splats_around_the_camera_chunk_one_gaussian_at_a_time(monkeypatch):
     """A camera inside a cloud of huge splats: every Gaussian covers the whole image. With a limit
     below one Gaussian's tile count each Gaussian is its own chunk: same image, bit for bit."""
@@ -352,7 +387,8 @@ def test_cuda_sources_restate_no_constant_of_the_contract():
     banned = {float(np.float32(abs(v))) for v in contract}
     literal = re.compile(r"(?<![\w.])(\d+\.\d*|\.\d+|\d+(?:\.\d*)?[eE][-+]?\d+)f?(?![\w.])")
     files = _cuda_files()
-    assert {f.name for f in files} >= {"project.cu", "bin.cu", "blend.cu", "reach.cuh", "sh.cuh"}
+    assert {f.name for f in files} >= {"project.cu", "bin.cu", "sort.cu", "blend.cu", "reach.cuh", "sh.cuh",
+                                       "scan.cuh"}
     for f in files:
         for n, line in enumerate(f.read_text().splitlines(), 1):
             code = line.split("//")[0]
@@ -361,7 +397,8 @@ def test_cuda_sources_restate_no_constant_of_the_contract():
 
 
 def test_cuda_sources_compile():
-    """Each kernel file, headers inlined, with the defines (nvcc where the machine has it)."""
+    """Each kernel file, headers inlined, with the defines and every template instantiation gpu_cupy
+    launches (nvcc where the machine has it)."""
     import shutil
     import tempfile
     from pathlib import Path
@@ -373,8 +410,13 @@ def test_cuda_sources_compile():
     with tempfile.TemporaryDirectory() as tmp:
         for stem in cuda.KERNELS:
             src = Path(tmp) / f"{stem}.cu"
-            src.write_text(cuda.source(stem))
+            templates = [name for name in cuda.KERNELS[stem] if "<" in name]   # instantiated by taking their address
+            taken = ", ".join(f"(void*)&{name}" for name in templates)
+            src.write_text(cuda.source(stem) + (f"void* instances[] = {{{taken}}};\n" if templates else ""))
             r = subprocess.run([nvcc, "-std=c++17", "-arch=sm_80", "-ptx", *cuda.defines(), "-o",
                                 str(src.with_suffix(".ptx")), str(src)], capture_output=True, text=True)
             assert r.returncode == 0, f"{stem}.cu: {r.stderr[-2000:]}"
+            ptx = src.with_suffix(".ptx").read_text()
+            for name in templates:
+                assert f"{len(name.split('<')[0])}{name.split('<')[0]}I" in ptx, f"{name} not instantiated"
             assert "#include" not in src.read_text().replace("#include <", "")

@@ -1,7 +1,8 @@
 """The CuPy GPU backend: the stages of :mod:`rasterizer.stages` as CUDA kernels.
 
 The kernels live in :mod:`rasterizer.backends.cuda`, one file per stage as in gsplat
-(``project.cu``, ``bin.cu``, ``blend.cu``, with the shared ``reach.cuh`` and ``sh.cuh``), and are
+(``project.cu``, ``bin.cu`` + ``sort.cu``, ``blend.cu``, with the shared ``reach.cuh``, ``sh.cuh``
+and ``scan.cuh``), and are
 compiled by CuPy (NVRTC) on first use with every constant of the rendering contract handed over
 as a compile-time define generated from :mod:`rasterizer.stages` and :mod:`rasterizer.sh`
 (:func:`rasterizer.backends.cuda.defines`); nothing of the contract is restated in CUDA. Same
@@ -11,14 +12,16 @@ stages, same gsplat-1.4.0 "classic" semantics (``rendering.md``), pinhole and or
                fused with the SH colour and the number of tiles the Gaussian can reach. This is
                the backend's stages 2 + 3 in one pass (``project`` and ``sh_colors`` alone also
                exist, for tests and other callers);
-``bin_tiles``  one global depth sort of the Gaussians (32-bit keys), a prefix sum of their tile
+``bin_tiles``  one global depth sort of the Gaussians (32-bit keys), the running sums of their tile
                counts in that order, one (tile, Gaussian) pair per intersection written in depth
-               order, then a stable radix sort on the tile id alone (16 bits for up to 65536
-               tiles) and a tile-range kernel. Sorting by depth first, then stably by tile, gives
-               exactly the order of gsplat's 64-bit ``tile << 32 | depth`` sort, while each radix
-               pass touches only the bits that are needed. Small views sort in one block each
-               (bitonic sorts of index-unique keys in shared memory: the same order, no thrust
-               call and no host sync; sizes in :mod:`rasterizer.backends.cuda`);
+               order, then a stable radix sort on the tile id alone (only the bits the view's tile
+               count needs: 2 passes up to 65536 tiles) and a tile-range kernel. Sorting by depth
+               first, then stably by tile, gives exactly the order of gsplat's 64-bit
+               ``tile << 32 | depth`` sort. The sorts and sums are our own (``sort.cu``: a
+               single-pass "onesweep" radix sort with int32 values, a one-pass scan; no thrust, no
+               host sync but the one that sizes the pair buffers). Small views sort in one block
+               each (bitonic sorts of index-unique keys in shared memory: the same order; sizes in
+               :mod:`rasterizer.backends.cuda`);
 ``blend``      one 256-thread block per 16x16 tile, Gaussians staged through shared memory in
                batches of 256, the whole tile leaving as soon as every pixel is saturated
                (``__syncthreads_count``), ``__expf`` like gsplat. Each warp owns an 8x4 block
@@ -101,7 +104,7 @@ def load_kernels() -> None:
 
 def warm_up() -> None:
     """Load the kernels and render one tiny frame (at twice its size, resolved): the CUDA context, our
-    modules and CuPy's own sort, scan and copy kernels come up now, not in the first real frame."""
+    modules and CuPy's own copy kernels come up now, not in the first real frame."""
     load_kernels()
     one, cam = warm_up_view()
     g = upload(one)
@@ -311,20 +314,63 @@ def _bins_for(p: GpuProjection, order, ends, first: int, last: int, base: int, m
     if m == 0:
         return TileBins(tiles_x, tiles_y, cp.empty(0, np.int32), cp.zeros(n_tiles + 1, np.int32))
     wide = n_tiles > 65536
+    key = f"unsigned {'int' if wide else 'short'}"
     keys = cp.empty(m, np.uint32 if wide else np.uint16)
     gids = cp.empty(m, np.int32)
     _duplicate(p, order, ends, first, last, base, keys, gids, tiles_x, tiles_y, height)
     offsets = cp.empty(n_tiles + 1, np.int32)
-    ids = cp.empty(m, np.int32)
     if m <= cuda.SMALL_PAIRS and n_tiles < cuda.SMALL_TILES:  # one block (bin.cu, "Small views")
-        _kernel(f"small_tile_sort_kernel<unsigned {'int' if wide else 'short'}>")((1,), (cuda.SMALL_THREADS,), (
+        ids = cp.empty(m, np.int32)
+        _kernel(f"small_tile_sort_kernel<{key}>")((1,), (cuda.SMALL_THREADS,), (
             np.int32(m), np.int32(n_tiles), keys, gids, ids, offsets))
         return TileBins(tiles_x, tiles_y, ids, offsets)
-    perm = cp.argsort(keys)                         # stable radix sort of 16 (or 32) bit tile ids
-    _kernel(f"ranges_kernel<unsigned {'int' if wide else 'short'}>")(_grid(m), (BLOCK,), (
-        np.int32(m), np.int32(n_tiles), keys, perm, offsets))
-    _kernel("permute_ids_kernel")(_grid(m), (BLOCK,), (np.int32(m), perm, gids, ids))
+    # stable by tile id, only the bits the view's tiles need (2 passes up to 65536 tiles)
+    keys, ids = radix_sort(keys, max(1, (n_tiles - 1).bit_length()), gids)
+    _kernel(f"ranges_kernel<{key}>")(_grid(m), (BLOCK,), (np.int32(m), np.int32(n_tiles), keys, offsets))
     return TileBins(tiles_x, tiles_y, ids, offsets)
+
+
+_KEY_TYPES = {np.dtype(np.uint16): "unsigned short", np.dtype(np.uint32): "unsigned int"}
+
+
+def radix_sort(keys, bits: int, values=None, keys_out: bool = True):
+    """Stable sort of ``keys`` (uint16 or uint32) by their low ``bits`` bits, carrying int32 ``values``
+    (``None``: the indices 0..n-1, i.e. an argsort). Returns ``(sorted keys or None, values)``; the inputs
+    are left as they are. sort.cu: one histogram kernel, then one kernel per ``RADIX_BITS`` of ``bits``;
+    no host sync. Sizes up to 2**31 - 1."""
+    n = int(keys.size)
+    passes = max(1, -(-bits // cuda.RADIX_BITS))
+    kt = _KEY_TYPES[keys.dtype]
+    if n <= 1:
+        vals = cp.arange(n, dtype=np.int32) if values is None else values.astype(np.int32, copy=True)
+        return (keys.copy() if keys_out else None), vals
+    tiles = -(-n // cuda.SORT_TILE)
+    work = cp.zeros(passes * (cuda.RADIX + tiles * cuda.RADIX + 1), np.uint32)   # laid out as radix_pass_kernel's
+    _kernel(f"radix_histogram_kernel<{kt}>")((min(tiles, 4 * _sm_count()),), (cuda.SORT_THREADS,), (
+        np.int32(n), keys, np.int32(passes), work))
+    bufs = [(cp.empty(n, keys.dtype), cp.empty(n, np.int32)) for _ in range(min(passes, 2))]
+    src_k, src_v = keys, values
+    for q in range(passes):
+        last = q == passes - 1
+        first = q == 0 and values is None
+        dst_k, dst_v = bufs[q % 2]
+        write_keys = keys_out or not last
+        _kernel(f"radix_pass_kernel<{kt}, {str(first).lower()}, {str(write_keys).lower()}>")(
+            (tiles,), (cuda.SORT_THREADS,), (
+                np.int32(n), np.int32(q), np.int32(passes), src_k, dst_v if first else src_v, dst_k, dst_v, work))
+        src_k, src_v = dst_k, dst_v
+    return (src_k if keys_out else None), src_v
+
+
+def running_sums(order, counts):
+    """``ends[r] = counts[order[0]] + ... + counts[order[r]]`` as int64 (sort.cu, one pass, no host sync)."""
+    n = int(order.size)
+    tiles = -(-n // cuda.SORT_TILE)
+    ends = cp.empty(n, np.int64)
+    if n:
+        status = cp.zeros(tiles + 1, np.uint64)                      # look-back words, then the ticket
+        _kernel("running_sums_kernel")((tiles,), (cuda.SORT_THREADS,), (np.int32(n), order, counts, ends, status))
+    return ends
 
 
 def bin_tiles(p: GpuProjection, camera: Camera) -> GpuTileBins:
@@ -334,16 +380,13 @@ def bin_tiles(p: GpuProjection, camera: Camera) -> GpuTileBins:
     if n == 0:
         empty = TileBins(tiles_x, tiles_y, cp.empty(0, np.int32), cp.zeros(n_tiles + 1, np.int32))
         return GpuTileBins(tiles_x, tiles_y, empty.gaussian_ids, empty.offsets, chunks=[empty])
-    if n <= cuda.SMALL_DEPTH_N:                          # one block, no host sync (bin.cu, "Small views")
-        order, ends = cp.empty(n, np.int64), cp.empty(n, np.int64)
+    if n <= cuda.SMALL_DEPTH_N:                          # one block (bin.cu, "Small views")
+        order, ends = cp.empty(n, np.int32), cp.empty(n, np.int64)
         _kernel("small_depth_order_kernel")((1,), (cuda.SMALL_THREADS,), (np.int32(n), p.depth_keys, p.counts, order,
                                                                      ends))
     else:
-        order = cp.argsort(p.depth_keys)            # front to back; ties keep index order (stable)
-        sorted_counts = cp.empty(n, np.int64)
-        _kernel("gather_counts_kernel")(_grid(n), (BLOCK,), (np.int32(n), order, p.counts, sorted_counts))
-        ends = cp.cumsum(sorted_counts)             # int64: a view may hold more than 2**31 pairs
-        del sorted_counts
+        order = radix_sort(p.depth_keys, 32, keys_out=False)[1]   # front to back; ties keep index order
+        ends = running_sums(order, p.counts)        # int64: a view may hold more than 2**31 pairs
     total = int(ends[-1])                           # the one host sync: sizes the pair buffers
     limit = max_intersections()
     if total <= limit:

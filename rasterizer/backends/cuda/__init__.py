@@ -1,8 +1,9 @@
 """The CUDA sources of the GPU backend and the compile-time defines they are built with.
 
 One ``.cu`` file per stage, as in gsplat: ``project.cu`` (stages 2 + 3, fused), ``bin.cu``
-(stage 4), ``blend.cu`` (stage 5); ``reach.cuh`` (which tiles a Gaussian reaches, shared by
-project and bin) and ``sh.cuh`` (the one SH evaluation in CUDA) are included by them. The
+and ``sort.cu`` (stage 4: the pairs, and the radix sorts and running sums that order them),
+``blend.cu`` (stage 5); ``reach.cuh`` (which tiles a Gaussian reaches, shared by project and bin),
+``sh.cuh`` (the one SH evaluation in CUDA) and ``scan.cuh`` (block-wide scans) are included by them. The
 constants of the rendering contract are defined once, in :mod:`rasterizer.stages` and
 :mod:`rasterizer.sh`, and reach the kernels as ``-D`` options (:func:`defines`). Nothing here
 imports CuPy: :mod:`rasterizer.backends.gpu_cupy` compiles and launches.
@@ -29,14 +30,22 @@ REC = 4
 #: SMALL_THREADS threads, in shared memory, with no host sync
 SMALL_THREADS, SMALL_DEPTH_N, PAIR_BITS = 1024, 4096, 13
 SMALL_PAIRS, SMALL_TILES = 1 << PAIR_BITS, 1 << (32 - PAIR_BITS)
+#: the radix sort (sort.cu): RADIX_BITS a pass, one block of SORT_THREADS (= 2^RADIX_BITS, a thread per
+#: digit) ranking SORT_ITEMS keys a thread (a tile of SORT_TILE keys), one look-back word per tile and digit
+SORT_THREADS, SORT_ITEMS, RADIX_BITS = 256, 16, 8
+SORT_TILE, RADIX = SORT_THREADS * SORT_ITEMS, 1 << RADIX_BITS
 #: the kernels of each .cu file (templates by their instantiation's name)
 KERNELS = {
     "project": ("project_kernel", "sh_kernel"),
-    "bin": ("gather_counts_kernel", "duplicate_kernel<unsigned short>", "duplicate_kernel<unsigned int>",
+    "bin": ("duplicate_kernel<unsigned short>", "duplicate_kernel<unsigned int>",
             "duplicate_big_kernel<unsigned short>", "duplicate_big_kernel<unsigned int>",
-            "ranges_kernel<unsigned short>", "ranges_kernel<unsigned int>", "permute_ids_kernel",
+            "ranges_kernel<unsigned short>", "ranges_kernel<unsigned int>",
             "small_depth_order_kernel", "small_tile_sort_kernel<unsigned short>",
             "small_tile_sort_kernel<unsigned int>"),
+    "sort": ("radix_histogram_kernel<unsigned short>", "radix_histogram_kernel<unsigned int>",
+             "radix_pass_kernel<unsigned int, true, true>", "radix_pass_kernel<unsigned int, false, true>",
+             "radix_pass_kernel<unsigned int, false, false>", "radix_pass_kernel<unsigned short, false, true>",
+             "running_sums_kernel"),
     "blend": ("blend_kernel", "downscale_kernel", "to_uint8_kernel"),
 }
 _INCLUDE = re.compile(r'\s*#include\s+"([^"]+)"')
@@ -55,6 +64,7 @@ def define_values() -> dict[str, float | int]:
         "ALPHA_MIN": stages.ALPHA_MIN, "INV_ALPHA_MIN": 1.0 / stages.ALPHA_MIN, "ALPHA_MAX": stages.ALPHA_MAX,
         "T_MIN": stages.T_MIN, "SIGMA_MARGIN": SIGMA_MARGIN, "PIX_MARGIN": PIX_MARGIN, "REC": REC,
         "SMALL_THREADS": SMALL_THREADS, "SMALL_DEPTH_N": SMALL_DEPTH_N, "PAIR_BITS": PAIR_BITS,
+        "SORT_THREADS": SORT_THREADS, "SORT_ITEMS": SORT_ITEMS, "RADIX_BITS": RADIX_BITS,
         "SH_C0": sh.C0, "SH_C1": sh.C1}
     values.update({f"SH_C2_{i}": v for i, v in enumerate(sh.C2)})
     values.update({f"SH_C3_{i}": v for i, v in enumerate(sh.C3)})

@@ -1,48 +1,14 @@
-// Stage 4: binning. Gather tile counts into depth order; write one (tile, Gaussian) pair per tile a
-// Gaussian reaches (reach.cuh), Gaussians in depth order; after the stable sort on the tile id, find
-// each tile's range and the Gaussian ids in tile order. Sorting by depth first, then stably by tile,
-// gives exactly the order of gsplat's 64-bit tile << 32 | depth sort.
+// Stage 4: binning. Write one (tile, Gaussian) pair per tile a Gaussian reaches (reach.cuh), Gaussians
+// in depth order (the depth sort and the running sums of the tile counts are sort.cu's); after the
+// stable sort on the tile id (sort.cu), find each tile's range. Sorting by depth first, then stably by
+// tile, gives exactly the order of gsplat's 64-bit tile << 32 | depth sort. Small views sort here, in
+// one block each.
 #include "reach.cuh"
-
-extern "C" __global__ void gather_counts_kernel(const int n, const long long* __restrict__ order,
-    const int* __restrict__ counts, long long* __restrict__ sorted_counts)
-{
-    const int r = blockIdx.x * blockDim.x + threadIdx.x;
-    if (r < n) sorted_counts[r] = (long long)counts[order[r]];
-}
+#include "scan.cuh"
 
 constexpr int BLOCK = TILE * TILE;
 constexpr int SMALL = 32;               // Gaussians reaching more tiles than this, or spanning more
 constexpr int SMALL_ROWS = 16;          // tile rows than this, are listed by a whole block
-
-// Exclusive prefix sum of v over a block of THREADS threads; *total gets the sum. Uses s_warp[32].
-template <typename T, int THREADS>
-__device__ __forceinline__ T block_exclusive_scan(const T v, T* s_warp, T* total)
-{
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    T x = v;
-    #pragma unroll
-    for (int d = 1; d < 32; d <<= 1) {
-        const T y = __shfl_up_sync(0xffffffffu, x, d);
-        if (lane >= d) x += y;
-    }
-    if (lane == 31) s_warp[warp] = x;
-    __syncthreads();
-    if (warp == 0) {
-        T w = lane < THREADS / 32 ? s_warp[lane] : 0;
-        #pragma unroll
-        for (int d = 1; d < 32; d <<= 1) {
-            const T y = __shfl_up_sync(0xffffffffu, w, d);
-            if (lane >= d) w += y;
-        }
-        if (lane < THREADS / 32) s_warp[lane] = w;          // inclusive sums of the warps
-    }
-    __syncthreads();
-    const T before = (warp ? s_warp[warp - 1] : 0) + x - v;
-    *total = s_warp[THREADS / 32 - 1];
-    __syncthreads();                                        // s_warp is reused by the next call
-    return before;
-}
 
 // The pairs of one Gaussian, written in its order (tile rows top to bottom, tiles left to right).
 template <typename Key>
@@ -83,14 +49,14 @@ __device__ __forceinline__ int pairs_of(const long long* __restrict__ ends, cons
 // walks a long list alone. Key: unsigned short for up to
 // 65536 tiles, unsigned int above (instantiated by gpu_cupy).
 template <typename Key>
-__global__ void duplicate_kernel(const int first, const int last, const long long* __restrict__ order,
+__global__ void duplicate_kernel(const int first, const int last, const int* __restrict__ order,
     const long long* __restrict__ ends, const long long base, const float4* __restrict__ rec, const int tiles_x,
     const int tiles_y, const int H, Key* __restrict__ keys, int* __restrict__ gids, int* __restrict__ big,
     int* __restrict__ n_big)
 {
     const int r = first + blockIdx.x * blockDim.x + threadIdx.x;
     const int cnt = r < last ? pairs_of(ends, r) : 0;
-    const int g = cnt > 0 ? (int)order[r] : 0;
+    const int g = cnt > 0 ? order[r] : 0;
     Reach q;
     if (cnt > 0) reach_of(q, g, rec, tiles_x, tiles_y);
     const bool large = cnt > SMALL || (cnt > 0 && q.y1 - q.y0 > SMALL_ROWS);
@@ -112,7 +78,7 @@ __global__ void duplicate_kernel(const int first, const int last, const long lon
 // BLOCK rows at once, places the rows with a block-wide scan and writes the pairs with
 // consecutive threads on consecutive pairs.
 template <typename Key>
-__global__ void __launch_bounds__(BLOCK) duplicate_big_kernel(const long long* __restrict__ order,
+__global__ void __launch_bounds__(BLOCK) duplicate_big_kernel(const int* __restrict__ order,
     const long long* __restrict__ ends, const long long base, const float4* __restrict__ rec, const int tiles_x,
     const int tiles_y, const int H, Key* __restrict__ keys, int* __restrict__ gids, const int* __restrict__ big,
     const int* __restrict__ n_big)
@@ -121,7 +87,7 @@ __global__ void __launch_bounds__(BLOCK) duplicate_big_kernel(const long long* _
     __shared__ int s_warp[32];
     const int tid = threadIdx.x, n = *n_big;
     for (int b = blockIdx.x; b < n; b += gridDim.x) {
-        const int r = big[b], g = (int)order[r];
+        const int r = big[b], g = order[r];
         const long long end = ends[r] - base;
         long long k0 = end - pairs_of(ends, r);
         Reach q;
@@ -153,25 +119,19 @@ __global__ void __launch_bounds__(BLOCK) duplicate_big_kernel(const long long* _
     }
 }
 
-// offsets[t] = first index whose tile is >= t (offsets has n_tiles + 1 entries; m >= 1)
+// offsets[t] = first index whose tile is >= t, from the sorted tile ids (offsets has n_tiles + 1
+// entries; m >= 1)
 template <typename Key>
 __global__ void ranges_kernel(const int m, const int n_tiles, const Key* __restrict__ keys,
-    const long long* __restrict__ perm, int* __restrict__ offsets)
+    int* __restrict__ offsets)
 {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= m) return;
-    const int t = (int)keys[perm[i]];
-    const int prev = i == 0 ? -1 : (int)keys[perm[i - 1]];
+    const int t = (int)keys[i];
+    const int prev = i == 0 ? -1 : (int)keys[i - 1];
     for (int u = prev + 1; u <= t; ++u) offsets[u] = i;
     if (i == m - 1)
         for (int u = t + 1; u <= n_tiles; ++u) offsets[u] = m;
-}
-
-extern "C" __global__ void permute_ids_kernel(const int m, const long long* __restrict__ perm,
-    const int* __restrict__ gids, int* __restrict__ out)
-{
-    const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < m) out[i] = gids[perm[i]];
 }
 
 // ---- Small views: each sort in one block of SMALL_THREADS threads, in shared memory, with no host sync.
@@ -201,7 +161,7 @@ __device__ __forceinline__ void bitonic_sort(T* s)
 // Depth order of n <= SMALL_DEPTH_N Gaussians (ties keep index order) and the running sums of their
 // tile counts in that order: order[] and ends[] as the general path's sort, gather and scan make them.
 extern "C" __global__ void __launch_bounds__(SMALL_THREADS) small_depth_order_kernel(const int n,
-    const unsigned int* __restrict__ depth_keys, const int* __restrict__ counts, long long* __restrict__ order,
+    const unsigned int* __restrict__ depth_keys, const int* __restrict__ counts, int* __restrict__ order,
     long long* __restrict__ ends)
 {
     __shared__ unsigned long long s[SMALL_DEPTH_N];
@@ -227,7 +187,7 @@ extern "C" __global__ void __launch_bounds__(SMALL_THREADS) small_depth_order_ke
         const int r = r0 + q;
         run += c[q];
         if (r < n) {
-            order[r] = (long long)(s[r] & 0xffffffffu);
+            order[r] = (int)(s[r] & 0xffffffffu);
             ends[r] = run;
         }
     }
