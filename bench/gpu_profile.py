@@ -26,7 +26,7 @@ def show(label, r):
     print(f"  {label:30s} host {cpu:7.3f} ms   device {gpu:7.3f} ms")
 
 
-def profile(name, scene, up, anchor, view, size=(1920, 1080), repeat=30):
+def profile(name, scene, up, anchor, view, size=(1920, 1080), repeat=30, thrust=False):
     prep = Prepared(scene, "gpu")
     g = prep.gaussians
     cam = bench_cameras(scene, up, size, anchor)[view]
@@ -53,13 +53,14 @@ def profile(name, scene, up, anchor, view, size=(1920, 1080), repeat=30):
     show("blend", benchmark(be.blend, (p, colors, g.opacities, bins, cam, (0, 0, 0)), **bench))
     if len(bins.chunks) > 1:
         return
-    order = cp.argsort(p.depth_keys)
-    show("  depth argsort", benchmark(cp.argsort, (p.depth_keys,), **bench))
-    sc = cp.empty(n, np.int64)
-    show("  gather counts", benchmark(lambda: be._kernel("gather_counts_kernel")(
-        be._grid(n), (be.BLOCK,), (np.int32(n), order, p.counts, sc)), **bench))
-    show("  cumsum", benchmark(cp.cumsum, (sc,), **bench))
-    ends = cp.cumsum(sc)
+    show("  depth sort (radix, 4 passes)", benchmark(be.radix_sort, (p.depth_keys, 32), dict(keys_out=False),
+                                                     **bench))
+    order = be.radix_sort(p.depth_keys, 32, keys_out=False)[1]
+    show("  running sums", benchmark(be.running_sums, (order, p.counts), **bench))
+    if thrust:                           # CuPy's thrust / CUB equivalents, for comparison
+        show("  depth sort (thrust argsort)", benchmark(cp.argsort, (p.depth_keys,), **bench))
+        show("  running sums (cumsum)", benchmark(lambda: cp.cumsum(p.counts[order], dtype=np.int64), **bench))
+    ends = be.running_sums(order, p.counts)
     show("  read total", benchmark(lambda: int(ends[-1]), **bench))
     show("  bins_for (dup+sort+ranges)", benchmark(be._bins_for, (p, order, ends, 0, n, 0, ours, tiles_x, tiles_y,
                                                                    cam.height), **bench))
@@ -67,13 +68,17 @@ def profile(name, scene, up, anchor, view, size=(1920, 1080), repeat=30):
     gids = cp.empty(ours, np.int32)
     show("  duplicate", benchmark(be._duplicate, (p, order, ends, 0, n, 0, keys, gids, tiles_x, tiles_y, cam.height),
                                   **bench))
-    show("  tile argsort", benchmark(cp.argsort, (keys,), **bench))
+    bits = max(1, (tiles_x * tiles_y - 1).bit_length())
+    show(f"  tile sort (radix, {bits} bits)", benchmark(be.radix_sort, (keys, bits, gids), **bench))
+    if thrust:
+        show("  tile sort (thrust argsort)", benchmark(lambda: gids[cp.argsort(keys)], **bench))
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench.gpu_profile", description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="only the scenes whose name contains this")
     ap.add_argument("--view", action="append", choices=VIEWS, help="views (default all)")
+    ap.add_argument("--thrust", action="store_true", help="also time CuPy's argsort / cumsum in their place")
     ap.add_argument("--frames", type=int, default=30, help="timed repeats (0: one untimed frame, for ncu)")
     args = ap.parse_args(argv)
     d = scenes_dir()
@@ -83,7 +88,7 @@ def main(argv=None):
         if args.only and args.only not in name:
             continue
         for view in args.view or VIEWS:
-            profile(name, scene, up, anchor, view, repeat=args.frames)
+            profile(name, scene, up, anchor, view, repeat=args.frames, thrust=args.thrust)
 
 
 if __name__ == "__main__":
