@@ -55,7 +55,7 @@ INDOOR = "tiled-1M (demo rooms, SH3)"   # the built-in demo room tiled to 1M Gau
 
 
 class PeakMemory:
-    """Peak bytes in use in CuPy's default memory pool (every CuPy and thrust allocation),
+    """Peak bytes in use in CuPy's default memory pool (every CuPy allocation),
     tracked from construction (or :meth:`start`) until :meth:`close`. The tracking hook costs
     host time on every allocation: frames are timed without it."""
 
@@ -313,7 +313,7 @@ def compile_report(out=print) -> None:
     t3 = time.perf_counter()
     prepared.render(cam)
     t4 = time.perf_counter()
-    out(f"# kernel load {t1 - t0:.3f} s; first frame {t3 - t2:.3f} s (CuPy's sort/scan kernels included), "
+    out(f"# kernel load {t1 - t0:.3f} s; first frame {t3 - t2:.3f} s (CuPy's own kernels included), "
         f"second frame {t4 - t3:.4f} s; cache dir {os.environ.get('CUPY_CACHE_DIR', '~/.cupy/kernel_cache')}")
 
 

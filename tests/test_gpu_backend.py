@@ -211,7 +211,7 @@ def test_gpu_preview_command_renders_its_plan_from_the_scene_uploaded_beside_the
 @pytest.mark.parametrize("n", [700, 4096, 4097])
 def test_small_view_sorts_give_the_general_paths_bins_exactly(monkeypatch, n):
     """The one-block sorts of small views (bin.cu, "Small views": bitonic sorts of keys made unique by
-    their index) against thrust's stable radix sorts: the same Gaussian ids in tile order and tile
+    their index) against the general path's stable radix sorts (sort.cu): the same Gaussian ids in tile order and tile
     ranges on every camera of the demo room's first n Gaussians (4097: the depth sort falls back)."""
     from rasterizer.backends import cuda, gpu_cupy
     from rasterizer.demo import demo_scene
