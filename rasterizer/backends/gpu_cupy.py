@@ -18,8 +18,9 @@ stages, same gsplat-1.4.0 "classic" semantics (``rendering.md``), pinhole and or
                count needs: 2 passes up to 65536 tiles) and a tile-range kernel. Sorting by depth
                first, then stably by tile, gives exactly the order of gsplat's 64-bit
                ``tile << 32 | depth`` sort. The sorts and sums are our own (``sort.cu``: a
-               single-pass "onesweep" radix sort with int32 values, a one-pass scan; no thrust, no
-               host sync but the one that sizes the pair buffers). Small views sort in one block
+               "onesweep" radix sort, one kernel per 8-bit digit after one histogram kernel, int32
+               values; the running sums in one pass; no thrust, no host sync but the one that
+               sizes the pair buffers). Small views sort in one block
                each (bitonic sorts of index-unique keys in shared memory: the same order; sizes in
                :mod:`rasterizer.backends.cuda`);
 ``blend``      one 256-thread block per 16x16 tile, Gaussians staged through shared memory in
