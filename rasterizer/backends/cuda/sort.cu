@@ -8,7 +8,8 @@
 //   order), ranks them by digit (warp by warp with __match_any_sync, so equal digits keep their
 //   order), publishes its count of each digit and looks back over the tiles before it for theirs
 //   (a digit's tiles add up in a chain: a tile's "prefix" word is final, an "aggregate" word only
-//   its own count; LOOK_BACK words a step), then writes its keys through shared memory to where their digits start.
+//   its own count; LOOK_BACK words a step), then writes its keys through shared memory to where
+//   their digits start.
 // running_sums_kernel: ends[r] = counts[order[0]] + ... + counts[order[r]] in one pass, with a
 //   look-back between tiles that one warp reads 32 tiles at a time.
 //
@@ -58,29 +59,33 @@ __device__ __forceinline__ int digit_of(const unsigned int key, const int shift)
 }
 
 // hist[p * RADIX + d] += the number of keys whose digit of pass p is d (hist: the start of the passes'
-// work, zeroed by the caller).
+// work, zeroed by the caller). Each block counts in shared memory, in HIST_PARTS copies (thread t adds
+// to copy t % HIST_PARTS, rows padded by one word so that the copies of a digit sit in different
+// banks): a digit most keys share costs a few colliding atomics, not 32.
+constexpr int HIST_PARTS = 8;
+constexpr int HIST_ROW = RADIX + 1;
 template <typename Key>
 __global__ void __launch_bounds__(SORT_THREADS) radix_histogram_kernel(const int n, const Key* __restrict__ keys,
     const int passes, unsigned int* __restrict__ hist)
 {
-    __shared__ unsigned int s[MAX_PASSES * RADIX];
-    for (int i = threadIdx.x; i < passes * RADIX; i += SORT_THREADS) s[i] = 0;
+    __shared__ unsigned int s[MAX_PASSES * HIST_PARTS * HIST_ROW];
+    for (int i = threadIdx.x; i < passes * HIST_PARTS * HIST_ROW; i += SORT_THREADS) s[i] = 0;
     __syncthreads();
-    const int lane = threadIdx.x & 31;
-    const unsigned int lower = (1u << lane) - 1u;
-    for (long long base = (long long)blockIdx.x * SORT_THREADS; base < n; base += (long long)gridDim.x * SORT_THREADS) {
-        const long long i = base + threadIdx.x;          // every lane of a warp runs the same iterations
-        const bool ok = i < n;
-        const unsigned int key = ok ? (unsigned int)keys[i] : 0u;
-        for (int p = 0; p < passes; ++p) {
-            const int d = ok ? digit_of(key, RADIX_BITS * p) : RADIX;
-            const unsigned int peers = __match_any_sync(0xffffffffu, d);   // one shared atomic per digit a warp
-            if (ok && (peers & lower) == 0) atomicAdd(&s[p * RADIX + d], (unsigned int)__popc(peers));
-        }
+    unsigned int* mine = s + (threadIdx.x % HIST_PARTS) * HIST_ROW;
+    for (long long i = (long long)blockIdx.x * SORT_THREADS + threadIdx.x; i < n;
+         i += (long long)gridDim.x * SORT_THREADS) {
+        const unsigned int key = (unsigned int)keys[i];
+        for (int p = 0; p < passes; ++p)
+            atomicAdd(mine + p * HIST_PARTS * HIST_ROW + digit_of(key, RADIX_BITS * p), 1u);
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < passes * RADIX; i += SORT_THREADS)
-        if (s[i]) atomicAdd(&hist[i], s[i]);
+    for (int i = threadIdx.x; i < passes * RADIX; i += SORT_THREADS) {
+        const unsigned int* row = s + (i / RADIX) * HIST_PARTS * HIST_ROW + i % RADIX;
+        unsigned int c = 0;
+        #pragma unroll
+        for (int q = 0; q < HIST_PARTS; ++q) c += row[q * HIST_ROW];
+        if (c) atomicAdd(&hist[i], c);
+    }
 }
 
 // One pass (number `pass` of `passes`) over n pairs: stable by that pass's digit. work, zeroed by the
