@@ -2,14 +2,15 @@
 # One device call: kernel compile cost (fresh and cached), the GPU tests, gsplat 1.4.0's JIT build
 # (in the background while the tests that do not import gsplat run), the tests against live gsplat
 # and the GPU benchmark. Logs go to $OUT. See docs/gpu.md.
-# Needs, carried: .whl/ (plyfile and gsplat 1.4.0 wheels) and .scenes/ (the real scenes).
+# Needs, carried: .whl/ (plyfile and gsplat 1.4.0 wheels, and any pure-Python dependency of gsplat the
+# image lacks, e.g. rich) and .scenes/ (the real scenes).
 # Usage: tools/gpu_check.sh [all|tests|bench]
 # Nothing may import gsplat while it builds: a second importer deletes the half-built extension.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-  .whl/plyfile-*.whl .whl/gsplat-*.whl || exit 1
+  .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD SPLATTER_SCENES=$PWD/.scenes PYTHONUNBUFFERED=1
 export MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0 TORCH_EXTENSIONS_DIR=/tmp/torch_ext
 stage=${1:-all}
