@@ -68,7 +68,7 @@ def profile(name, scene, up, anchor, view, size=(1920, 1080), repeat=30, thrust=
     gids = cp.empty(ours, np.int32)
     show("  duplicate", benchmark(be._duplicate, (p, order, ends, 0, n, 0, keys, gids, tiles_x, tiles_y, cam.height),
                                   **bench))
-    bits = max(1, (tiles_x * tiles_y - 1).bit_length())
+    bits = be.tile_key_bits(tiles_x * tiles_y)
     show(f"  tile sort (radix, {bits} bits)", benchmark(be.radix_sort, (keys, bits, gids), **bench))
     if thrust:
         show("  tile sort (thrust argsort)", benchmark(lambda: gids[cp.argsort(keys)], **bench))

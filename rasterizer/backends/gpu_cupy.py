@@ -325,13 +325,18 @@ def _bins_for(p: GpuProjection, order, ends, first: int, last: int, base: int, m
         _kernel(f"small_tile_sort_kernel<{key}>")((1,), (cuda.SMALL_THREADS,), (
             np.int32(m), np.int32(n_tiles), keys, gids, ids, offsets))
         return TileBins(tiles_x, tiles_y, ids, offsets)
-    # stable by tile id, only the bits the view's tiles need (2 passes up to 65536 tiles)
-    keys, ids = radix_sort(keys, max(1, (n_tiles - 1).bit_length()), gids)
+    keys, ids = radix_sort(keys, tile_key_bits(n_tiles), gids)      # stable by tile id
     _kernel(f"ranges_kernel<{key}>")(_grid(m), (BLOCK,), (np.int32(m), np.int32(n_tiles), keys, offsets))
     return TileBins(tiles_x, tiles_y, ids, offsets)
 
 
 _KEY_TYPES = {np.dtype(np.uint16): "unsigned short", np.dtype(np.uint32): "unsigned int"}
+
+
+def tile_key_bits(n_tiles: int) -> int:
+    """The bits of tile id the tile sort orders by: only those the view's tiles need (2 radix passes up
+    to 65536 tiles)."""
+    return max(1, (n_tiles - 1).bit_length())
 
 
 def radix_sort(keys, bits: int, values=None, keys_out: bool = True):

@@ -242,24 +242,14 @@ extern "C" __global__ void __launch_bounds__(SORT_THREADS) running_sums_kernel(c
     #pragma unroll
     for (int j = 0; j < SORT_ITEMS; ++j) {
         const long long i = first + 32 * j;
-        int x = i < n ? counts[order[i]] : 0;
-        #pragma unroll
-        for (int d = 1; d < 32; d <<= 1) {
-            const int y = __shfl_up_sync(0xffffffffu, x, d);
-            if (lane >= d) x += y;
-        }
+        const int x = warp_inclusive_scan(i < n ? counts[order[i]] : 0);
         run[j] = carry + x;
         carry += __shfl_sync(0xffffffffu, x, 31);
     }
     if (lane == 0) s_warp[warp] = carry;
     __syncthreads();
     if (warp == 0) {
-        long long w = lane < SORT_WARPS ? s_warp[lane] : 0;
-        #pragma unroll
-        for (int d = 1; d < 32; d <<= 1) {
-            const long long y = __shfl_up_sync(0xffffffffu, w, d);
-            if (lane >= d) w += y;
-        }
+        const long long w = warp_inclusive_scan<long long>(lane < SORT_WARPS ? s_warp[lane] : 0);
         const unsigned long long total = (unsigned long long)__shfl_sync(0xffffffffu, w, SORT_WARPS - 1);
         if (lane < SORT_WARPS) s_warp[lane] = w;                    // inclusive sums of the warps
         if (lane == 0 && tile > 0) store_relaxed(status + tile, AGGREGATE_64 | total);
