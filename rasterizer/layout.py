@@ -173,7 +173,16 @@ def footprint_area(scene: Scene, up: np.ndarray, index=slice(None)) -> np.ndarra
 
 
 def analyse_layout(scene: Scene, up) -> Layout:
-    """Floor, ceiling, class and content of ``scene`` with ``up`` (a unit vector) pointing up."""
+    """Floor, ceiling, class and content of ``scene`` with ``up`` (a unit vector) pointing up.
+
+    Finite but absurd values (positions near float32's limit, log-scales of +-80) overflow to inf on
+    the way; those Gaussians fall out of the grid, and a scene whose robust extent itself is not
+    finite is an object with no floor or ceiling (no framing check here: the renderer refuses it)."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _analyse_layout(scene, up)
+
+
+def _analyse_layout(scene: Scene, up) -> Layout:
     t0 = time.perf_counter()
     up = np.asarray(up, np.float64)
     e1, e2 = horizontal_axes(up)
@@ -189,12 +198,14 @@ def analyse_layout(scene: Scene, up) -> Layout:
     lo, hi = np.percentile(local, [1.0, 99.0], axis=0)
     ext = hi - lo
     horiz = float(max(ext[0], ext[1]))
-    if not horiz > 0:
+    if not (horiz > 0 and np.isfinite((lo - PAD * ext).astype(f32)).all() and np.isfinite(ext.astype(f32)).all()):
         return _empty(scene, up, (e1, e2), local, t0)
     area = footprint_area(scene, up, opaque)
     # cells at least CELL_SIGMAS typical Gaussians wide, so that a surface covers each of its cells
     sigma = float(np.median(np.exp(scene.scales[opaque].max(1))))
     cell = max(horiz / CELLS, CELL_SIGMAS * sigma)
+    if not math.isfinite(cell * cell):
+        return _empty(scene, up, (e1, e2), local, t0)
     ext[2] = max(ext[2], 0.01 * horiz)
     hbin = float(ext[2]) / HEIGHT_BINS
     origin = lo - PAD * ext
@@ -202,6 +213,8 @@ def analyse_layout(scene: Scene, up) -> Layout:
     shape = np.ceil(ext * (1 + 2 * PAD) / step).astype(np.int64) + 2
     ijk = np.floor((local - origin.astype(f32)) / step.astype(f32)).astype(np.int64)
     inside = ((ijk >= 0) & (ijk < shape)).all(1)
+    if not inside.any():
+        return _empty(scene, up, (e1, e2), local, t0)
     ijk, sel, local, area = ijk[inside], opaque[inside], local[inside], area[inside]
     nx, nz, nh = (int(v) for v in shape)
     o = opac[sel] * f32(stride)
@@ -216,7 +229,7 @@ def analyse_layout(scene: Scene, up) -> Layout:
     used = np.flatnonzero(np.bincount(cell_of, minlength=nx * nz))
     row = np.empty(nx * nz, np.int64)
     row[used] = np.arange(len(used))
-    weight = o * np.minimum(area, f32(cell * cell)) / f32(cell * cell)
+    weight = o * np.fmin(area, f32(cell * cell)) / f32(cell * cell)   # fmin: an inf * 0 area covers the cell
     cover = np.bincount(row[cell_of] * nh + ijk[:, 2], weights=weight,
                         minlength=len(used) * nh).reshape(len(used), nh).astype(f32)
     band = cover.copy()

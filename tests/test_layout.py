@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -203,3 +204,39 @@ def test_parse_cut_rejects_with_one_line(text):
     with pytest.raises(ValueError) as e:
         parse_cut(text)
     assert "\n" not in str(e.value)
+
+
+def _with_rows(scene: Scene, means: np.ndarray, log_scale: float) -> Scene:
+    """``scene`` plus opaque, isotropic Gaussians at ``means`` with the given log-scale."""
+    n = len(means)
+    sh = np.zeros((n,) + scene.sh.shape[1:], np.float32)
+    return Scene(np.concatenate([scene.means, means.astype(np.float32)]),
+                 np.concatenate([scene.scales, np.full((n, 3), log_scale, np.float32)]),
+                 np.concatenate([scene.quats, np.tile(np.float32([1, 0, 0, 0]), (n, 1))]),
+                 np.concatenate([scene.opacities, np.full(n, 3.0, np.float32)]),
+                 np.concatenate([scene.sh, sh]))
+
+
+@pytest.mark.parametrize("spread, log_scale", [(3e38, -3.0), (1.0, 80.0), (1.0, -80.0), (1e-30, -3.0)])
+def test_absurd_finite_scenes_are_objects_without_warnings(spread, log_scale):
+    """Finite values near float32's limits overflow on the way (positions ~3e38 give an infinite
+    extent, log-scales of +-80 infinite footprints): an object, no exception, no RuntimeWarning."""
+    rng = np.random.default_rng(3)
+    empty = Scene(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32), np.zeros((0, 4), np.float32),
+                  np.zeros(0, np.float32), np.zeros((0, 1, 3), np.float32))
+    scene = _with_rows(empty, rng.uniform(-1, 1, (4000, 3)) * spread, log_scale)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lay = analyse_layout(scene, Y)
+    assert lay.kind == OBJECT and lay.floor is None and lay.ceiling is None
+
+
+def test_a_few_absurd_outliers_leave_a_room_as_it_is():
+    """0.3 % of Gaussians at +-3e38 (finite, garbage) change neither the class nor the floor and ceiling."""
+    room = rooms.furnished_room().scene()
+    rng = np.random.default_rng(4)
+    outliers = rng.choice([-3e38, 3e38], (max(3, len(room) * 3 // 1000), 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lay = analyse_layout(_with_rows(room, outliers, -3.0), Y)
+    assert_room(lay)
