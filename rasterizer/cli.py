@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import re
 import shutil
@@ -38,13 +37,11 @@ from .cliargs import (
 from .errors import SceneError, one_line
 from .imageio import save_image
 from .layout import KINDS, analyse_layout
-from .layout import SAMPLE as LAYOUT_SAMPLE
 from .preview import (
     AA_CPU,
     AA_GPU,
     DEFAULT_BACKGROUND,
     VIEWS,
-    Bounds,
     PreviewError,
     parse_cut,
     parse_up,
@@ -58,7 +55,6 @@ from .sog import KMEANS_ITERATIONS, write_sog
 from .sog import warm_up as warm_up_sog
 from .splatfile import convert as convert_ply_to_splat
 from .splatfile import ply_to_splat_bytes
-from .stages import FAR
 
 log = logging.getLogger("rasterizer")
 
@@ -94,23 +90,6 @@ def prepare(scene: Scene, backend: str) -> Prepared:
     log.info("backend %s ready (%.2f s)", prepared.backend.__name__.rsplit(".", 1)[-1],
              time.perf_counter() - t0)
     return prepared
-
-
-def check_frameable(scene: Scene, bounds: Bounds) -> None:
-    """Refuse a scene no camera can frame: robust bounds not finite, wider than the far plane
-    allows, or narrower than float32 resolves at their distance from the origin."""
-    extent = float(np.max(bounds.extent))
-    far_from_origin = float(np.max(np.abs(bounds.center)))
-    if not (math.isfinite(extent) and math.isfinite(far_from_origin)):
-        problem = "its robust bounds are not finite"
-    elif extent > FAR / 10:
-        problem = f"it spans {extent:.3g} units, too far for the renderer's far plane ({FAR:g}) once framed"
-    elif extent < far_from_origin * 2.0 ** -20:
-        problem = (f"its Gaussians lie within {extent:.3g} units at {far_from_origin:.3g} from the origin, "
-                   "closer together than float32 can tell apart there")
-    else:
-        return
-    raise SceneError(f"{one_line(scene.source)}: cannot frame a view of this scene: {problem}")
 
 
 def check_out_folder(out: Path) -> None:
@@ -246,7 +225,6 @@ def cmd_preview(args) -> int:
     with warming(args.backend) as warm:   # a GPU comes up (and takes the scene) while the views are planned
         scene = load_or_demo(args.scene)
         warm.upload(scene)
-        check_frameable(scene, robust_bounds(scene, sample=LAYOUT_SAMPLE))
         plan = plan_previews(scene, up=args.up, cut=args.cut, size=args.size)
     prepared = warm.prepared(plan.kept)
     if prepared is None:

@@ -39,14 +39,16 @@ from pathlib import Path
 import numpy as np
 
 from .camera import Camera
+from .errors import SceneError, one_line
 from .imageio import save_image
 from .layout import MIN_OPACITY, Layout, analyse_layout, sigma_along
+from .layout import SAMPLE as LAYOUT_SAMPLE
 from .overlay import MIN_SIZE as OVERLAY_MIN
 from .overlay import draw_overlay
 from .overlay import fits as overlay_fits
 from .render import Prepared
 from .scene import Scene
-from .stages import ALPHA_MIN
+from .stages import ALPHA_MIN, FAR
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +222,23 @@ class PreviewPlan:
         return [Camera.look_at(centre + dist * d, centre, self.up, self.fov_y_deg, w, h) for d in dirs]
 
 
+def check_frameable(scene: Scene, bounds: Bounds) -> None:
+    """Refuse a scene no camera can frame: robust bounds not finite, wider than the far plane
+    allows, or narrower than float32 resolves at their distance from the origin."""
+    extent = float(np.max(bounds.extent))
+    far_from_origin = float(np.max(np.abs(bounds.center)))
+    if not (math.isfinite(extent) and math.isfinite(far_from_origin)):
+        problem = "its robust bounds are not finite"
+    elif extent > FAR / 10:
+        problem = f"it spans {extent:.3g} units, too far for the renderer's far plane ({FAR:g}) once framed"
+    elif extent < far_from_origin * 2.0 ** -20:
+        problem = (f"its Gaussians lie within {extent:.3g} units at {far_from_origin:.3g} from the origin, "
+                   "closer together than float32 can tell apart there")
+    else:
+        return
+    raise SceneError(f"{one_line(scene.source)}: cannot frame a view of this scene: {problem}")
+
+
 def plan_previews(scene: Scene, up="y", cut="auto", size=DEFAULT_SIZE, fov_y_deg: float = DEFAULT_FOV) -> PreviewPlan:
     """Analyse ``scene``, apply the section cut and frame both views (see the module docstring).
 
@@ -228,6 +247,7 @@ def plan_previews(scene: Scene, up="y", cut="auto", size=DEFAULT_SIZE, fov_y_deg
     """
     seconds = {}
     t0 = time.perf_counter()
+    check_frameable(scene, robust_bounds(scene, sample=LAYOUT_SAMPLE))
     upv = parse_up(up) if isinstance(up, str) else np.asarray(up, float) / np.linalg.norm(up)
     cut = parse_cut(cut)
     layout = analyse_layout(scene, upv)

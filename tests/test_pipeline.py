@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -358,6 +359,26 @@ def test_unreadable_rotated_ply_skips_previews_and_the_job_succeeds(tmp_path):
         assert not (out / name).exists(), f"stale {name} was not removed"
     assert_no_temp_files(out)
     assert (out / "splat_rot.splat").read_bytes() == splat
+
+
+def test_unframeable_rotated_ply_skips_previews_with_the_reason(tmp_path):
+    """A readable scene no camera can frame (finite positions spread over +-3e38): the previews and
+    video are skipped with the same one-line reason ``python -m rasterizer preview`` gives, the job
+    succeeds."""
+    from rasterizer.scene import Scene, save_ply
+    root = build_demo_job(tmp_path)
+    out = root / "refined/splatter"
+    n = 2000
+    means = (np.random.default_rng(5).uniform(-1, 1, (n, 3)) * 3e38).astype(np.float32)
+    save_ply(Scene(means, np.full((n, 3), -3.0, np.float32), np.tile(np.float32([1, 0, 0, 0]), (n, 1)),
+                   np.full(n, 3.0, np.float32), np.zeros((n, 1, 3), np.float32)), out / "splat_rot.ply")
+    p = run_job(root, *IDS, "--from-step", "previews", *SMALL, env=job_env(tmp_path))
+    assert p.returncode == 0, log_of(p)
+    assert re.search(r"previews: skipped: \S*splat_rot.ply: cannot frame a view of this scene: it spans "
+                     r"[0-9.e+]+ units", p.stdout), log_of(p)
+    assert "video: skipped:" in p.stdout and "Traceback" not in p.stdout + p.stderr
+    for name in ("preview_top.jpg", "preview_angle.jpg", "preview.mp4"):
+        assert not (out / name).exists(), name
 
 
 @pytest.mark.parametrize("fault, missing", [("top", "preview_top.jpg"), ("angle", "preview_angle.jpg"),
