@@ -365,10 +365,17 @@ def _nearest(xp, x, cent):
     if xp is not np:   # the assignment kernel with one leaf (no cuBLAS: its start-up costs more than this)
         return _assign_gpu(xp, _columns(xp, x), xp.zeros(n, xp.int32),
                            xp.asarray([0, cent.shape[0]], xp.int64), xp.ascontiguousarray(cent, dtype=xp.float32))
-    cc = (cent * cent).sum(axis=1)
-    m2 = -2.0 * cent.T            # |x - c|² = |x|² - 2 x·c + |c|²; the -2 folded into the small side
     labels = xp.empty(n, xp.int64)
     dist = xp.empty(n, xp.float32)
+    with np.errstate(over="ignore", invalid="ignore"):   # absurd (finite) inputs overflow: garbage in, no noise
+        _nearest_blocks(xp, x, cent, labels, dist)
+    return labels, dist
+
+
+def _nearest_blocks(xp, x, cent, labels, dist) -> None:
+    n = x.shape[0]
+    cc = (cent * cent).sum(axis=1)
+    m2 = -2.0 * cent.T            # |x - c|² = |x|² - 2 x·c + |c|²; the -2 folded into the small side
     for s in range(0, n, BLOCK_ROWS):
         xb = x[s:s + BLOCK_ROWS]
         dm = xb @ m2
@@ -376,7 +383,6 @@ def _nearest(xp, x, cent):
         lab = dm.argmin(axis=1)
         labels[s:s + BLOCK_ROWS] = lab
         dist[s:s + BLOCK_ROWS] = dm[xp.arange(len(lab)), lab] + (xb * xb).sum(axis=1)
-    return labels, dist
 
 
 def _means(xp, x, w, labels, dist, cent, groups=None):

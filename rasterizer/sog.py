@@ -265,7 +265,11 @@ def sh_weights(scene: Scene) -> np.ndarray:
     its two largest axes (the square root of its largest cross-section). The palette's k-means
     weighs each Gaussian by it, so big opaque Gaussians get their view-dependent colour first."""
     s = np.sort(scene.scales, axis=1).astype(np.float64)
-    return (scene.sigmoid_opacities() * np.exp(0.5 * (s[:, 1] + s[:, 2]))).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):   # absurd values: 0, inf or 0 x inf
+        w = scene.sigmoid_opacities() * np.exp(0.5 * (s[:, 1] + s[:, 2]))
+    # k-means takes finite, positive weights: a Gaussian that cannot show gets the least one
+    f32 = np.finfo(np.float32)
+    return np.clip(np.nan_to_num(w, nan=f32.tiny), f32.tiny, f32.max).astype(np.float32)
 
 
 def _check_finite(scene: Scene) -> None:
@@ -423,7 +427,8 @@ def _quat_bytes(quats: np.ndarray) -> np.ndarray:
 
 
 def encode_opacity(logits: np.ndarray) -> np.ndarray:
-    a = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    with np.errstate(over="ignore"):   # logits below -709: exp is inf, the opacity 0
+        a = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
     return np.clip(a * 255.0, 0.0, 255.0).astype(np.uint8)
 
 

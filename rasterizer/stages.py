@@ -89,8 +89,9 @@ def activate(scene) -> Gaussians:
     """exp scales, sigmoid opacities, unit quaternions; float32 like nerfstudio's tensors."""
     q = scene.quats.astype(f32)
     q = q / np.sqrt(np.einsum("ij,ij->i", q, q))[:, None]
-    scales = np.exp(scene.scales.astype(f32))
-    opac = (f32(1) / (f32(1) + np.exp(-scene.opacities.astype(f32)))).astype(f32)
+    with np.errstate(over="ignore"):   # log-scale > 88.7 or logit < -88.7: inf scale, opacity 0, as torch
+        scales = np.exp(scene.scales.astype(f32))
+        opac = (f32(1) / (f32(1) + np.exp(-scene.opacities.astype(f32)))).astype(f32)
     return Gaussians(np.ascontiguousarray(scene.means, f32), q.astype(f32), scales.astype(f32), opac,
                      np.ascontiguousarray(scene.sh, f32), scene.sh_degree)
 
