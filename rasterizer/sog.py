@@ -573,6 +573,8 @@ def _image(path: Path, members: _Members, name: str) -> np.ndarray:
             return np.asarray(img.convert("RGBA"))
     except SceneError:
         raise
+    except Image.UnidentifiedImageError:   # its message names a BytesIO object by address
+        raise SceneError(f"{path}: {name} is not a readable image (no image format Pillow knows)") from None
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
         raise SceneError(f"{path}: {name} is not a readable image ({_one_line(e)})") from None
 

@@ -503,6 +503,8 @@ MALFORMED = {
     "wrong image size": (_resize("sh0.webp", 52, 44), "sh0.webp is 52x44"),
     "wrong palette width": (_resize("shN_centroids.webp", 64, 32), "shN_centroids.webp is 64x32"),
     "not an image": (lambda m: m.update({"scales.webp": b"RIFF0000WEBPVP8L garbage"}), "not a readable image"),
+    "no image at all": (lambda m: m.update({"sh0.webp": bytes(64)}),
+                        r"sh0.webp is not a readable image \(no image format Pillow knows\)$"),
     "bad quaternion mode": (_poke("quats.webp", 3, 17), "not a quaternion mode"),
     "label outside palette": (_edit_meta(lambda j: j["shN"].update(count=3)), "outside the palette of 3"),
 }
