@@ -36,7 +36,8 @@ def extract(mp4: Path, frames_dir: Path, wanted: dict[int, list[str]] | None, re
     written = count = 0
     last = max(wanted) if wanted else math.inf
     try:
-        with av.open(str(mp4)) as container:
+        # metadata_errors: tags that are not UTF-8 (a damaged file) must not stop the decode; we read none
+        with av.open(str(mp4), metadata_errors="replace") as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for index, frame in enumerate(container.decode(stream)):
@@ -49,7 +50,8 @@ def extract(mp4: Path, frames_dir: Path, wanted: dict[int, list[str]] | None, re
                         written += 1
                 if index >= last:
                     break
-    except (av.error.FFmpegError, IndexError) as e:  # not OSError: a failing write is no input's fault
+    # not OSError: a failing write is no input's fault
+    except (av.error.FFmpegError, IndexError, UnicodeDecodeError) as e:
         raise BadInput(f"{mp4}: cannot decode the video ({one_line(e)})") from None
     if wanted is not None:
         beyond = sorted(i for i in wanted if i >= count)

@@ -208,6 +208,47 @@ def test_extract_errors_name_the_step_and_the_problem(tmp_path, recordings, name
     assert not (root / "refined" / "splatter").exists()
 
 
+def test_a_recording_with_a_non_utf8_tag_still_decodes(tmp_path):
+    """A damaged metadata tag (the stream's handler name with a byte that is not UTF-8) stopped the
+    extract with an internal error; nothing we read is in the tags, so the frames come out."""
+    root = tmp_path / "job"
+    names = ["scan_a_000001.jpg", "scan_a_000003.jpg"]
+    make_capture(root, {"scan_a": 5}, names)
+    mp4 = root / "datasets/scan_a/Frames.mp4"
+    data = mp4.read_bytes()
+    assert b"VideoHandler" in data
+    mp4.write_bytes(data.replace(b"VideoHandler", b"Video\x9eandler", 1))
+    p = run_job(root, *IDS, "--to-step", "extract", env=job_env(tmp_path, standins=False))
+    assert p.returncode == 0, log_of(p)
+    assert sorted(f.name for f in (root / "Frames").iterdir()) == names
+    assert abs(mean_grey(root / "Frames" / names[1]) - grey_level(3)) < 8
+
+
+def test_damaged_recordings_decode_or_fail_cleanly(tmp_path):
+    """Bytes of a recording flipped (seeded): extract either writes the frames or raises BadInput
+    naming the file, never anything else."""
+    from pipeline import frames
+    from pipeline.errors import BadInput
+    root = tmp_path / "job"
+    make_capture(root, {"scan_a": 5}, ["scan_a_000001.jpg"])
+    good = (root / "datasets/scan_a/Frames.mp4").read_bytes()
+    outcomes = []
+    for seed in range(24):
+        rng = np.random.default_rng(seed)
+        data = bytearray(good)
+        for i in rng.integers(0, len(data), 1 + seed * 4):
+            data[i] ^= int(rng.integers(1, 256))
+        mp4 = tmp_path / f"damaged{seed}.mp4"
+        mp4.write_bytes(bytes(data))
+        try:
+            frames.extract(mp4, tmp_path / f"frames{seed}", None, "scan_a")
+            outcomes.append("ok")
+        except BadInput as e:
+            assert str(mp4) in str(e) and "\n" not in str(e)
+            outcomes.append("error")
+    assert "error" in outcomes, outcomes
+
+
 def test_corrupt_images_bin_is_a_clear_error(tmp_path):
     root = tmp_path / "job"
     make_capture(root, {"scan_a": 4}, ["scan_a/scan_a_000001.jpg"])
