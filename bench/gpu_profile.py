@@ -50,9 +50,7 @@ def profile(name, scene, up, anchor, view, size=(1920, 1080), repeat=30, thrust=
     show("whole frame", benchmark(prep.frame, (cam,), **bench))
     show("project_and_color", benchmark(be.project_and_color, (g, cam), **bench))
     show("bin_tiles", benchmark(be.bin_tiles, (p, cam), **bench))
-    for kernel in be.BLEND_KERNELS:
-        show(f"blend ({kernel} kernel)", benchmark(be.blend, (p, colors, g.opacities, bins, cam, (0, 0, 0)),
-                                                   dict(kernel=kernel), **bench))
+    show("blend", benchmark(be.blend, (p, colors, g.opacities, bins, cam, (0, 0, 0)), **bench))
     if len(bins.chunks) > 1:
         return
     show("  depth sort (radix, 4 passes)", benchmark(be.radix_sort, (p.depth_keys, 32), dict(keys_out=False),

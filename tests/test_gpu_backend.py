@@ -90,25 +90,6 @@ def test_chunked_equals_unchunked_bit_for_bit(case, monkeypatch, caplog):
 
 
 @pytest.mark.gpu
-def test_warp_blend_kernel_gives_the_default_kernels_image_bit_for_bit(case, monkeypatch):
-    """blend.cu's experimental barrier-free kernel (gpu_cupy.BLEND_KERNELS "warp") against the default
-    one, every camera, in one pass and in many depth chunks (its carried state)."""
-    from rasterizer.backends import gpu_cupy as be
-    name, scene, cams = case
-    prepared = Prepared(scene, "gpu")
-    g = prepared.gaussians
-    for chunks in ("one pass", "chunked"):
-        if chunks == "chunked":
-            monkeypatch.setenv("SPLATTER_GPU_MAX_ISECT", "500")
-        for view, cam in cams.items():
-            p, colors = be.project_and_color(g, cam)
-            bins = be.bin_tiles(p, cam)
-            block = [a.get() for a in be.blend(p, colors, g.opacities, bins, cam, BG, kernel="block")]
-            warp = [a.get() for a in be.blend(p, colors, g.opacities, bins, cam, BG, kernel="warp")]
-            assert np.array_equal(block[0], warp[0]) and np.array_equal(block[1], warp[1]), (name, view, chunks)
-
-
-@pytest.mark.gpu
 def test_batch_equals_single_renders(case):
     name, scene, cams = case
     batch = list(render_batch(scene, list(cams.values()), BG, backend="gpu"))

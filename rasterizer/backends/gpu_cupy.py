@@ -28,8 +28,7 @@ stages, same gsplat-1.4.0 "classic" semantics (``rendering.md``), pinhole and or
                (``__syncthreads_count``), ``__expf`` like gsplat. Each warp owns an 8x4 block
                of pixels and walks, in order, only the batch entries whose alpha >= 1/255
                ellipse reaches its pixels (a per-Gaussian warp mask made while staging, then a
-               ballot). An experimental variant with no barrier between a tile's warps is
-               beside it (:data:`BLEND_KERNELS`, ``$SPLATTER_GPU_BLEND=warp``).
+               ballot).
 
 Exact work skipping (the image is the one of gsplat's full lists, not an approximation): a
 Gaussian is only listed in the tiles of gsplat's rectangle where some pixel centre can see
@@ -124,20 +123,6 @@ def _sm_count() -> int:
 
 def _grid(n: int) -> tuple[int]:
     return ((n + BLOCK - 1) // BLOCK,)
-
-
-#: stage 5's kernels (blend.cu): "block", the default (a tile's 8 warps stage each batch of 256 Gaussians
-#: together, two barriers a batch), and "warp" (each warp walks the tile's list on its own, no barrier;
-#: experimental: written, compiled and tested bit-identical to "block" where a GPU runs the tests, not yet
-#: timed). ``$SPLATTER_GPU_BLEND`` picks one for a process; :func:`blend` also takes ``kernel=``.
-BLEND_KERNELS = {"block": "blend_kernel", "warp": "blend_warp_kernel"}
-
-
-def blend_kernel_name(variant: str | None = None) -> str:
-    v = variant or os.environ.get("SPLATTER_GPU_BLEND") or "block"
-    if v not in BLEND_KERNELS:
-        raise ValueError(f"SPLATTER_GPU_BLEND={v!r}: expected one of {', '.join(BLEND_KERNELS)}")
-    return BLEND_KERNELS[v]
 
 
 def max_intersections() -> int:
@@ -429,10 +414,8 @@ def bin_tiles(p: GpuProjection, camera: Camera) -> GpuTileBins:
 
 # --------------------------------------------------------------------------- 5. blend
 
-def blend(p: GpuProjection, colors, opacities, bins: TileBins, camera: Camera, background, kernel: str | None = None):
-    """Front-to-back compositing of every depth chunk of ``bins``; (rgb, alpha) on the device.
-    ``kernel``: a key of :data:`BLEND_KERNELS` (default ``$SPLATTER_GPU_BLEND``, else "block")."""
-    name = blend_kernel_name(kernel)
+def blend(p: GpuProjection, colors, opacities, bins: TileBins, camera: Camera, background):
+    """Front-to-back compositing of every depth chunk of ``bins``; (rgb, alpha) on the device."""
     W, H = camera.width, camera.height
     rgb = cp.empty((H, W, 3), f32)
     alpha = cp.empty((H, W), f32)
@@ -447,7 +430,7 @@ def blend(p: GpuProjection, colors, opacities, bins: TileBins, camera: Camera, b
     opacities = cp.ascontiguousarray(opacities, dtype=f32)
     bg = [f32(v) for v in background]
     for k, b in enumerate(chunks):
-        _kernel(name)((b.tiles_x * b.tiles_y,), (BLOCK,), (
+        _kernel("blend_kernel")((b.tiles_x * b.tiles_y,), (BLOCK,), (
             b.offsets, b.gaussian_ids, p.rec, colors, np.int64(colors.strides[0] // 4), opacities, np.int32(W),
             np.int32(H),
             np.int32(b.tiles_x), np.int32(k == 0), np.int32(k == len(chunks) - 1), *bg, state_c, state_t,

@@ -46,7 +46,7 @@ KERNELS = {
              "radix_pass_kernel<unsigned int, true, true>", "radix_pass_kernel<unsigned int, false, true>",
              "radix_pass_kernel<unsigned int, false, false>", "radix_pass_kernel<unsigned short, false, true>",
              "running_sums_kernel"),
-    "blend": ("blend_kernel", "blend_warp_kernel", "downscale_kernel", "to_uint8_kernel"),
+    "blend": ("blend_kernel", "downscale_kernel", "to_uint8_kernel"),
 }
 _INCLUDE = re.compile(r'\s*#include\s+"([^"]+)"')
 

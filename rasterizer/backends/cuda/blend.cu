@@ -15,7 +15,6 @@ constexpr int WARP_W = 8, WARP_H = 4;                 // the pixels of one warp
 constexpr int WARPS_X = TILE / WARP_W, WARPS = BLOCK / 32;
 constexpr float MASK_MARGIN = 0.1f;                   // pixels, the per-warp ellipse test's safety margin
 constexpr int MIN_BLOCKS = 6;                         // blocks per SM the register budget must allow (<= 40 each)
-constexpr int WARP_MIN_BLOCKS = 4;                    // the same for blend_warp_kernel (<= 64 each)
 static_assert(WARP_W * WARP_H == 32 && TILE % WARP_W == 0 && TILE % WARP_H == 0, "warp layout");
 static_assert(WARPS <= 8, "the warp mask is one byte");
 
@@ -60,40 +59,6 @@ __device__ __forceinline__ unsigned int warp_mask(const float4 p, const float4 q
     return m;
 }
 
-// A pixel's state through stage 5: colour so far, transmittance, and whether it stopped (saturated,
-// or outside the image). start_pixel: T = 1 for the first depth chunk, else what the last one left;
-// finish_pixel: the image after the last chunk, else the state for the next one.
-struct PixelState {
-    float T, c0, c1, c2;
-    bool done;
-};
-
-__device__ __forceinline__ PixelState start_pixel(const bool inside, const int pix, const int first,
-    const float* __restrict__ state_c, const float* __restrict__ state_t, const unsigned char* __restrict__ state_done)
-{
-    PixelState s{1.f, 0.f, 0.f, 0.f, !inside};
-    if (!first && inside) {
-        s.T = state_t[pix]; s.c0 = state_c[3 * pix]; s.c1 = state_c[3 * pix + 1]; s.c2 = state_c[3 * pix + 2];
-        s.done = state_done[pix] != 0;
-    }
-    return s;
-}
-
-__device__ __forceinline__ void finish_pixel(const PixelState& s, const int pix, const int last, const float bg0,
-    const float bg1, const float bg2, float* __restrict__ state_c, float* __restrict__ state_t,
-    unsigned char* __restrict__ state_done, float* __restrict__ rgb, float* __restrict__ alpha_out)
-{
-    if (last) {
-        rgb[3 * pix] = fminf(fmaxf(s.c0 + s.T * bg0, 0.f), 1.f);
-        rgb[3 * pix + 1] = fminf(fmaxf(s.c1 + s.T * bg1, 0.f), 1.f);
-        rgb[3 * pix + 2] = fminf(fmaxf(s.c2 + s.T * bg2, 0.f), 1.f);
-        alpha_out[pix] = 1.f - s.T;
-    } else {
-        state_t[pix] = s.T; state_c[3 * pix] = s.c0; state_c[3 * pix + 1] = s.c1; state_c[3 * pix + 2] = s.c2;
-        state_done[pix] = s.done ? 1 : 0;
-    }
-}
-
 // rec: the projection's records (project.cu; geo, con and rch are read from them); colors: row g at
 // colors[g * color_stride] (the records' own rgb when the caller blends the projection's colours:
 // then a Gaussian's entry is two 32-byte sectors and its opacity).
@@ -115,9 +80,12 @@ extern "C" __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS) blend_kernel(con
     const int py = ty0 + (warp / WARPS_X) * WARP_H + lane / WARP_W;
     const bool inside = px < W && py < H;
     const int pix = py * W + px;
-    PixelState st = start_pixel(inside, pix, first, state_c, state_t, state_done);
-    float T = st.T, c0 = st.c0, c1 = st.c1, c2 = st.c2;
-    bool done = st.done;
+    float T = 1.f, c0 = 0.f, c1 = 0.f, c2 = 0.f;
+    bool done = !inside;
+    if (!first && inside) {
+        T = state_t[pix]; c0 = state_c[3 * pix]; c1 = state_c[3 * pix + 1]; c2 = state_c[3 * pix + 2];
+        done = state_done[pix] != 0;
+    }
     const float fx = (float)px + 0.5f, fy = (float)py + 0.5f;
     const unsigned int lanes_before = (1u << lane) - 1u;
     const int start = offsets[tile], end = offsets[tile + 1];
@@ -169,110 +137,16 @@ extern "C" __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS) blend_kernel(con
         }
         __syncthreads();                                           // before the next batch overwrites shared
     }
-    if (inside)
-        finish_pixel(PixelState{T, c0, c1, c2, done}, pix, last, bg0, bg1, bg2, state_c, state_t, state_done, rgb,
-                     alpha_out);
-}
-
-// Whether the ellipse sigma <= s of Gaussian (p = mean x, y, box half-widths; q = conic; r =
-// reach_constants) may reach a pixel centre of the WARP_W x WARP_H pixels at (x0, y0).
-__device__ __forceinline__ bool reaches_warp(const float4 p, const float4 q, const float4 r, const float x0,
-    const float y0)
-{
-    if (r.x < 0.f)                                     // no ellipse constants: the box around the mean
-        return fabsf(p.x - (x0 + 0.5f * WARP_W)) <= p.z + 0.5f * (WARP_W - 1)
-            && fabsf(p.y - (y0 + 0.5f * WARP_H)) <= p.w + 0.5f * (WARP_H - 1);
-    // the band of the warp's pixel-centre rows, relative to the mean
-    const float e0 = fmaxf(y0 + (0.5f - MASK_MARGIN) - p.y, -r.x);
-    const float e1 = fminf(y0 + (WARP_H - 0.5f + MASK_MARGIN) - p.y, r.x);
-    if (!(e0 <= e1)) return false;
-    const float det = q.x * q.z - q.y * q.y;
-    const float yr = fminf(fmaxf(-r.y, e0), e1), yl = fminf(fmaxf(r.y, e0), e1);
-    const float XR = p.x + (-q.y * yr + sqrtf(fmaxf(0.f, r.z - det * yr * yr))) * r.w + MASK_MARGIN;
-    const float XL = p.x + (-q.y * yl - sqrtf(fmaxf(0.f, r.z - det * yl * yl))) * r.w - MASK_MARGIN;
-    return XR >= x0 + 0.5f && XL <= x0 + (WARP_W - 0.5f);
-}
-
-// One entry of a tile's list as a lane gathers it: geo, conic, reach constants, opacity, colour.
-struct Entry {
-    float4 p, q, r;
-    float o, c0, c1, c2;
-};
-
-__device__ __forceinline__ void gather(Entry& e, const int g, const float4* __restrict__ rec,
-    const float* __restrict__ colors, const long long color_stride, const float* __restrict__ opacities)
-{
-    const float4* rc = rec + REC * (long long)g;
-    const float* col = colors + g * color_stride;
-    e.p = rc[0]; e.q = rc[1]; e.r = rc[2];
-    e.o = opacities[g]; e.c0 = col[0]; e.c1 = col[1]; e.c2 = col[2];
-}
-
-// The same blend with no barrier between a tile's warps (SPLATTER_GPU_BLEND=warp; experimental, not yet
-// timed on a GPU: see gpu_cupy.BLEND_KERNELS). Each warp walks the tile's list on its own, 32 entries
-// at a time: each lane gathers one entry and tests whether its ellipse can reach a pixel centre of the
-// warp (reaches_warp); the entries that can are packed, in order, into the warp's slice of shared
-// memory and blended by every lane while the next 32 are gathered (their ids one chunk further
-// ahead). A warp leaves as soon as its 32 pixels are saturated. Same arguments, same image.
-extern "C" __global__ void __launch_bounds__(BLOCK, WARP_MIN_BLOCKS) blend_warp_kernel(const int* __restrict__ offsets,
-    const int* __restrict__ ids, const float4* __restrict__ rec, const float* __restrict__ colors,
-    const long long color_stride, const float* __restrict__ opacities,
-    const int W, const int H, const int tiles_x, const int first, const int last, const float bg0,
-    const float bg1, const float bg2, float* __restrict__ state_c, float* __restrict__ state_t,
-    unsigned char* __restrict__ state_done, float* __restrict__ rgb, float* __restrict__ alpha_out)
-{
-    __shared__ float4 s_pq[WARPS][32];                 // x, y, conic a, conic b
-    __shared__ float4 s_qc[WARPS][32];                 // conic c, opacity, r, g
-    __shared__ float s_b[WARPS][32];                   // b
-    const int tile = blockIdx.x, tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    const int tx0 = (tile % tiles_x) * TILE, ty0 = (tile / tiles_x) * TILE;
-    const int wx0 = tx0 + (warp % WARPS_X) * WARP_W, wy0 = ty0 + (warp / WARPS_X) * WARP_H;
-    const int px = wx0 + lane % WARP_W, py = wy0 + lane / WARP_W;
-    const bool inside = px < W && py < H;
-    const int pix = py * W + px;
-    PixelState st = start_pixel(inside, pix, first, state_c, state_t, state_done);
-    float T = st.T, c0 = st.c0, c1 = st.c1, c2 = st.c2;
-    bool done = st.done;
-    const float fx = (float)px + 0.5f, fy = (float)py + 0.5f;
-    const unsigned int lanes_before = (1u << lane) - 1u;
-    const int start = offsets[tile], end = offsets[tile + 1];
-    Entry e;                                           // this lane's entry of the chunk at b
-    if (start + lane < end) gather(e, ids[start + lane], rec, colors, color_stride, opacities);
-    int g_next = start + 32 + lane < end ? ids[start + 32 + lane] : 0;   // its id in the chunk after
-    for (int b = start; b < end && !__all_sync(0xffffffffu, done); b += 32) {
-        const bool hit = b + lane < end && reaches_warp(e.p, e.q, e.r, (float)wx0, (float)wy0);
-        const unsigned int ballot = __ballot_sync(0xffffffffu, hit);
-        if (hit) {
-            const int k = __popc(ballot & lanes_before);
-            s_pq[warp][k] = make_float4(e.p.x, e.p.y, e.q.x, e.q.y);
-            s_qc[warp][k] = make_float4(e.q.z, e.o, e.c0, e.c1);
-            s_b[warp][k] = e.c2;
-        }
-        __syncwarp();
-        if (b + 32 + lane < end) {                     // the next chunk's entries, and the id after them
-            gather(e, g_next, rec, colors, color_stride, opacities);
-            if (b + 64 + lane < end) g_next = ids[b + 64 + lane];
-        }
-        const int n = __popc(ballot);
-        if (!done) {
-            for (int k = 0; k < n; ++k) {
-                const float4 pq = s_pq[warp][k], qc = s_qc[warp][k];
-                const float dx = pq.x - fx, dy = pq.y - fy;
-                const float sigma = 0.5f * (pq.z * dx * dx + qc.x * dy * dy) + pq.w * dx * dy;
-                const float alpha = fminf(ALPHA_MAX, qc.y * __expf(-sigma));
-                if (sigma < 0.f || alpha < ALPHA_MIN) continue;
-                const float next_T = T * (1.f - alpha);
-                if (next_T <= T_MIN) { done = true; break; }
-                const float w = alpha * T;
-                c0 += qc.z * w; c1 += qc.w * w; c2 += s_b[warp][k] * w;
-                T = next_T;
-            }
-        }
-        __syncwarp();                                  // before the next chunk overwrites the warp's slice
+    if (!inside) return;
+    if (last) {
+        rgb[3 * pix] = fminf(fmaxf(c0 + T * bg0, 0.f), 1.f);
+        rgb[3 * pix + 1] = fminf(fmaxf(c1 + T * bg1, 0.f), 1.f);
+        rgb[3 * pix + 2] = fminf(fmaxf(c2 + T * bg2, 0.f), 1.f);
+        alpha_out[pix] = 1.f - T;
+    } else {
+        state_t[pix] = T; state_c[3 * pix] = c0; state_c[3 * pix + 1] = c1; state_c[3 * pix + 2] = c2;
+        state_done[pix] = done ? 1 : 0;
     }
-    if (inside)
-        finish_pixel(PixelState{T, c0, c1, c2, done}, pix, last, bg0, bg1, bg2, state_c, state_t, state_done, rgb,
-                     alpha_out);
 }
 
 // After stage 5, the supersampling resolve (stages.downscale): output pixel (x, y) is the mean of the
