@@ -243,36 +243,47 @@ def blend(p: Projection, colors: np.ndarray, opacities: np.ndarray, bins: TileBi
         ys, xs = slice(ty * TILE, min(ty * TILE + TILE, H)), slice(tx * TILE, min(tx * TILE + TILE, W))
         py, px = np.mgrid[ys, xs].astype(f32) + f32(0.5)            # pixel centres
         px, py = px.ravel(), py.ravel()
-        T = np.ones(px.size, f32)
-        C = np.zeros((px.size, 3), f32)
-        live = np.arange(px.size)                                   # pixels still accumulating
         ids = bins.gaussian_ids[bins.offsets[tile]:bins.offsets[tile + 1]]
-        for s in range(0, ids.size, batch):
-            g = ids[s:s + batch]
-            dx = p.means2d[g, 0][None, :] - px[live, None]          # d = mean - pixel centre
-            dy = p.means2d[g, 1][None, :] - py[live, None]
-            ca, cb, cc = p.conics[g, 0], p.conics[g, 1], p.conics[g, 2]
-            sigma = f32(0.5) * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-            alpha = np.minimum(f32(ALPHA_MAX), opacities[g] * np.exp(-sigma))
-            used = (sigma >= 0) & (alpha >= f32(ALPHA_MIN))
-            alpha = np.where(used, alpha, f32(0))
-            # T before and after each Gaussian, multiplied in order like the sequential loop
-            Ts = np.cumprod(np.concatenate([T[live, None], f32(1) - alpha], axis=1), axis=1)
-            stops = used & (Ts[:, 1:] <= f32(T_MIN))
-            stopped = stops.any(axis=1)
-            first = np.where(stopped, stops.argmax(axis=1), g.size)
-            applied = np.arange(g.size)[None, :] < first[:, None]
-            weight = np.where(applied, alpha * Ts[:, :-1], f32(0))
-            C[live] += weight @ colors[g]
-            T[live] = Ts[np.arange(live.size), first]               # T before the stopping Gaussian
-            live = live[~stopped]
-            if live.size == 0:
-                break
+        C, T, _ = blend_pixels(p, colors, opacities, ids, px, py, np.ones(px.size, f32),
+                               np.zeros((px.size, 3), f32), batch)
         shape = (ys.stop - ys.start, xs.stop - xs.start)
         rgb[ys, xs] = C.reshape(*shape, 3)
         T_img[ys, xs] = T.reshape(shape)
     out = np.clip(rgb + T_img[..., None] * bg, f32(0), f32(1))
     return out.astype(f32), (f32(1) - T_img).astype(f32)
+
+
+def blend_pixels(p: Projection, colors: np.ndarray, opacities: np.ndarray, ids: np.ndarray, px: np.ndarray,
+                 py: np.ndarray, T: np.ndarray, C: np.ndarray, batch: int = 256):
+    """The Gaussians ``ids``, in order, composited onto the pixel centres (px, py) that start with
+    transmittance ``T`` and colour ``C``: ``(C, T, stopped)``, stopped where a Gaussian would have
+    taken T to T_MIN or below (it and the rest are skipped)."""
+    T, C = T.copy(), C.copy()
+    stopped_any = np.zeros(px.size, bool)
+    live = np.arange(px.size)                                       # pixels still accumulating
+    for s in range(0, ids.size, batch):
+        g = ids[s:s + batch]
+        dx = p.means2d[g, 0][None, :] - px[live, None]              # d = mean - pixel centre
+        dy = p.means2d[g, 1][None, :] - py[live, None]
+        ca, cb, cc = p.conics[g, 0], p.conics[g, 1], p.conics[g, 2]
+        sigma = f32(0.5) * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
+        alpha = np.minimum(f32(ALPHA_MAX), opacities[g] * np.exp(-sigma))
+        used = (sigma >= 0) & (alpha >= f32(ALPHA_MIN))
+        alpha = np.where(used, alpha, f32(0))
+        # T before and after each Gaussian, multiplied in order like the sequential loop
+        Ts = np.cumprod(np.concatenate([T[live, None], f32(1) - alpha], axis=1), axis=1)
+        stops = used & (Ts[:, 1:] <= f32(T_MIN))
+        stopped = stops.any(axis=1)
+        first = np.where(stopped, stops.argmax(axis=1), g.size)
+        applied = np.arange(g.size)[None, :] < first[:, None]
+        weight = np.where(applied, alpha * Ts[:, :-1], f32(0))
+        C[live] += weight @ colors[g]
+        T[live] = Ts[np.arange(live.size), first]                   # T before the stopping Gaussian
+        stopped_any[live[stopped]] = True
+        live = live[~stopped]
+        if live.size == 0:
+            break
+    return C, T, stopped_any
 
 
 # --------------------------------------------------------------------------- after 5: supersampling resolve

@@ -23,36 +23,13 @@ from cameras import cameras_for  # noqa: E402
 from bench.scenes import find_scene  # noqa: E402
 from rasterizer import stages  # noqa: E402
 from rasterizer.scene import load_scene  # noqa: E402
-from rasterizer.stages import ALPHA_MAX, ALPHA_MIN, T_MIN, TILE  # noqa: E402
+from rasterizer.stages import T_MIN, TILE  # noqa: E402
 
 f32 = np.float32
 
-def run(p, colors, opac, ids, px, py, T, C, batch=256):
-    """Blend ``ids`` in order into (C, T) of the pixels (px, py), as stages.blend does:
-    (C, T, stopped)."""
-    T, C = T.copy(), C.copy()
-    live, stopped_all = np.arange(px.size), np.zeros(px.size, bool)
-    for s in range(0, ids.size, batch):
-        g = ids[s:s + batch]
-        dx = p.means2d[g, 0][None, :] - px[live, None]
-        dy = p.means2d[g, 1][None, :] - py[live, None]
-        ca, cb, cc = p.conics[g, 0], p.conics[g, 1], p.conics[g, 2]
-        sigma = f32(0.5) * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-        alpha = np.minimum(f32(ALPHA_MAX), opac[g] * np.exp(-sigma))
-        used = (sigma >= 0) & (alpha >= f32(ALPHA_MIN))
-        alpha = np.where(used, alpha, f32(0))
-        Ts = np.cumprod(np.concatenate([T[live, None], f32(1) - alpha], axis=1), axis=1)
-        stops = used & (Ts[:, 1:] <= f32(T_MIN))
-        stopped = stops.any(axis=1)
-        first = np.where(stopped, stops.argmax(axis=1), g.size)
-        applied = np.arange(g.size)[None, :] < first[:, None]
-        C[live] += np.where(applied, alpha * Ts[:, :-1], f32(0)) @ colors[g]
-        T[live] = Ts[np.arange(live.size), first]
-        stopped_all[live[stopped]] = True
-        live = live[~stopped]
-        if live.size == 0:
-            break
-    return C, T, stopped_all
+def run(p, colors, opac, ids, px, py, T, C):
+    """stages.blend_pixels: the reference's own per-pixel loop, from any (T, C)."""
+    return stages.blend_pixels(p, colors, opac, ids, px, py, T, C)
 
 
 def segmented(p, colors, opac, bins, cam, seg):
