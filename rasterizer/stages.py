@@ -239,10 +239,7 @@ def blend(p: Projection, colors: np.ndarray, opacities: np.ndarray, bins: TileBi
         if time.perf_counter() - t_last > 2.0:                      # progress for slow renders
             t_last = time.perf_counter()
             log.info("numpy blend: %d/%d tiles (%.0f s)", done, busy.size, t_last - t_start)
-        ty, tx = divmod(int(tile), bins.tiles_x)
-        ys, xs = slice(ty * TILE, min(ty * TILE + TILE, H)), slice(tx * TILE, min(tx * TILE + TILE, W))
-        py, px = np.mgrid[ys, xs].astype(f32) + f32(0.5)            # pixel centres
-        px, py = px.ravel(), py.ravel()
+        ys, xs, px, py = tile_pixels(int(tile), bins.tiles_x, W, H)
         ids = bins.gaussian_ids[bins.offsets[tile]:bins.offsets[tile + 1]]
         C, T, _ = blend_pixels(p, colors, opacities, ids, px, py, np.ones(px.size, f32),
                                np.zeros((px.size, 3), f32), batch)
@@ -251,6 +248,15 @@ def blend(p: Projection, colors: np.ndarray, opacities: np.ndarray, bins: TileBi
         T_img[ys, xs] = T.reshape(shape)
     out = np.clip(rgb + T_img[..., None] * bg, f32(0), f32(1))
     return out.astype(f32), (f32(1) - T_img).astype(f32)
+
+
+def tile_pixels(tile: int, tiles_x: int, W: int, H: int):
+    """The image rows and columns of ``tile`` (slices, clipped to the image) and its pixel centres
+    (px, py), row by row."""
+    ty, tx = divmod(tile, tiles_x)
+    ys, xs = slice(ty * TILE, min(ty * TILE + TILE, H)), slice(tx * TILE, min(tx * TILE + TILE, W))
+    py, px = np.mgrid[ys, xs].astype(f32) + f32(0.5)
+    return ys, xs, px.ravel(), py.ravel()
 
 
 def blend_pixels(p: Projection, colors: np.ndarray, opacities: np.ndarray, ids: np.ndarray, px: np.ndarray,

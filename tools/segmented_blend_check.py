@@ -23,13 +23,10 @@ from cameras import cameras_for  # noqa: E402
 from bench.scenes import find_scene  # noqa: E402
 from rasterizer import stages  # noqa: E402
 from rasterizer.scene import load_scene  # noqa: E402
-from rasterizer.stages import T_MIN, TILE  # noqa: E402
+from rasterizer.stages import T_MIN  # noqa: E402
 
 f32 = np.float32
-
-def run(p, colors, opac, ids, px, py, T, C):
-    """stages.blend_pixels: the reference's own per-pixel loop, from any (T, C)."""
-    return stages.blend_pixels(p, colors, opac, ids, px, py, T, C)
+run = stages.blend_pixels        # the reference's own per-pixel loop, from any starting (T, C)
 
 
 def segmented(p, colors, opac, bins, cam, seg):
@@ -38,9 +35,7 @@ def segmented(p, colors, opac, bins, cam, seg):
     rgb, t_img = np.zeros((H, W, 3), f32), np.ones((H, W), f32)
     resumed = n_seg = 0
     for tile in np.flatnonzero(np.diff(bins.offsets)):
-        ty, tx = divmod(int(tile), bins.tiles_x)
-        ys, xs = slice(ty * TILE, min(ty * TILE + TILE, H)), slice(tx * TILE, min(tx * TILE + TILE, W))
-        py, px = (a.ravel() for a in np.mgrid[ys, xs].astype(f32) + f32(0.5))
+        ys, xs, px, py = stages.tile_pixels(int(tile), bins.tiles_x, W, H)
         ids = bins.gaussian_ids[bins.offsets[tile]:bins.offsets[tile + 1]]
         segs = [ids[i:i + seg] for i in range(0, ids.size, seg)]
         n_seg += len(segs)
