@@ -1,15 +1,17 @@
-"""A numerical check of a proposed GPU change, not a part of the renderer: split long tile lists into
-depth segments, blend each segment from T = 1 (as separate GPU blocks would, in parallel), combine them
-per pixel in order (C += T C_s, T *= T_s; a segment where the pixel saturates, locally or by the running
-product, is re-blended from the true T so the stop rule stays exact), and compare with the sequential
-NumPy reference (stages.blend) on the real scenes' test cameras, whose "far" views put up to 376k
-entries in one tile. See docs/gpu.md ("Where the inside views' blend goes").
+"""The numerical check of the GPU blend's split lists (blend.cu), in NumPy: a tile list longer than
+``seg`` entries is cut at the multiples of ``seg`` of the pair array, as the GPU cuts it; each piece
+after the first is blended from T = 1 (on the GPU by separate blocks, at once), then the pieces are
+combined per pixel in order (C += T C_k, T *= T_k; a piece where the pixel stops, locally or by the
+running product, is walked again from the true T so the stop rule stays exact), and compared with the
+sequential NumPy reference (stages.blend) on the real scenes' test cameras, whose "far" views put up
+to 376k entries in one tile. See docs/gpu.md ("split lists").
 
     python tools/segmented_blend_check.py [--seg 2048]     (needs the real scenes: $SPLATTER_SCENES)
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -36,8 +38,9 @@ def segmented(p, colors, opac, bins, cam, seg):
     resumed = n_seg = 0
     for tile in np.flatnonzero(np.diff(bins.offsets)):
         ys, xs, px, py = stages.tile_pixels(int(tile), bins.tiles_x, W, H)
-        ids = bins.gaussian_ids[bins.offsets[tile]:bins.offsets[tile + 1]]
-        segs = [ids[i:i + seg] for i in range(0, ids.size, seg)]
+        start, end = int(bins.offsets[tile]), int(bins.offsets[tile + 1])
+        cuts = [start, *range((start // seg + 1) * seg, end, seg), end] if end - start > seg else [start, end]
+        segs = [bins.gaussian_ids[a:b] for a, b in itertools.pairwise(cuts)]
         n_seg += len(segs)
         one, zero = np.ones(px.size, f32), np.zeros((px.size, 3), f32)
         parts = [run(p, colors, opac, s, px, py, one, zero) for s in segs]   # in parallel on a GPU
