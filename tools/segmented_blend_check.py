@@ -1,10 +1,11 @@
-"""The numerical check of the GPU blend's split lists (blend.cu), in NumPy: a tile list longer than
-``seg`` entries is cut at the multiples of ``seg`` of the pair array, as the GPU cuts it; each piece
-after the first is blended from T = 1 (on the GPU by separate blocks, at once), then the pieces are
-combined per pixel in order (C += T C_k, T *= T_k; a piece where the pixel stops, locally or by the
-running product, is walked again from the true T so the stop rule stays exact), and compared with the
+"""The numerical check of splitting long tile lists in the GPU blend (built on the branch
+``split-lists``, not in this branch's kernels yet), in NumPy: a tile list longer than ``seg`` entries
+is cut at the multiples of ``seg`` of the pair array, as that build cuts it; each piece after the
+first is blended from T = 1 (on the GPU by separate blocks, at once), then the pieces are combined per
+pixel in order (C += T C_k, T *= T_k; a piece where the pixel stops, locally or by the running
+product, is walked again from the true T so the stop rule stays exact), and compared with the
 sequential NumPy reference (stages.blend) on the real scenes' test cameras, whose "far" views put up
-to 376k entries in one tile. See docs/gpu.md ("split lists").
+to 376k entries in one tile. See docs/gpu.md ("Where the inside views' blend goes").
 
     python tools/segmented_blend_check.py [--seg 2048]     (needs the real scenes: $SPLATTER_SCENES)
 """
