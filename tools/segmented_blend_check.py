@@ -1,5 +1,5 @@
 """The numerical check of splitting long tile lists in the GPU blend (built on the branch
-``split-lists``, not in this branch's kernels yet), in NumPy: a tile list longer than ``seg`` entries
+``split-lists``, not in main's kernels yet), in NumPy: a tile list longer than ``seg`` entries
 is cut at the multiples of ``seg`` of the pair array, as that build cuts it; each piece after the
 first is blended from T = 1 (on the GPU by separate blocks, at once), then the pieces are combined per
 pixel in order (C += T C_k, T *= T_k; a piece where the pixel stops, locally or by the running
