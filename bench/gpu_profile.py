@@ -1,12 +1,16 @@
 """Where a GPU frame's time goes: per stage and inside bin_tiles, host time and device time.
 
 python -m bench.gpu_profile [--only NAME] [--view angle|top|inside]  (CuPy, a device, the real scenes)
+python -m bench.gpu_profile --host [...]  (where the frame's host time goes: cProfile of the frames)
 
 For Nsight Compute, run it under ``ncu`` with ``--frames 0`` (one untimed frame per case).
 """
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
+from pathlib import Path
 
 import cupy as cp
 import numpy as np
@@ -74,12 +78,39 @@ def profile(name, scene, up, anchor, view, size=(1920, 1080), repeat=30, thrust=
         show("  tile sort (thrust argsort)", benchmark(lambda: gids[cp.argsort(keys)], **bench))
 
 
+def host_profile(name, scene, up, anchor, view, size=(1920, 1080), repeat=200, top=30):
+    """cProfile of ``repeat`` frames (:meth:`Prepared.frame`, no sync between them but the frame's own):
+    the Python and CuPy calls that make up the host time of a frame, per frame, by own time. CuPy's
+    Cython entry points (allocation, slicing, kernel launch) show as builtin methods."""
+    prep = Prepared(scene, "gpu")
+    cam = bench_cameras(scene, up, size, anchor)[view]
+    for _ in range(5):
+        prep.frame(cam)
+    cp.cuda.Device().synchronize()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(repeat):
+        prep.frame(cam)
+    prof.disable()
+    cp.cuda.Device().synchronize()
+    stats = pstats.Stats(prof)
+    total = stats.total_tt / repeat * 1e3
+    print(f"{name} {size[0]}x{size[1]} {view}: host {total:.3f} ms a frame under cProfile "
+          f"(profiling inflates it); own time per frame, top {top}:")
+    rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])
+    for (file, line, func), (_, calls, own, cum, _) in rows[:top]:
+        where = func if file == "~" else f"{Path(file).name}:{line} {func}"
+        print(f"  {own / repeat * 1e3:7.4f} ms own {cum / repeat * 1e3:7.4f} ms cum {calls / repeat:6.1f} calls  "
+              f"{where[:90]}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench.gpu_profile", description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="only the scenes whose name contains this")
     ap.add_argument("--view", action="append", choices=VIEWS, help="views (default all)")
     ap.add_argument("--thrust", action="store_true", help="also time CuPy's argsort / cumsum in their place")
     ap.add_argument("--frames", type=int, default=30, help="timed repeats (0: one untimed frame, for ncu)")
+    ap.add_argument("--host", action="store_true", help="instead: cProfile of the frames' host side")
     args = ap.parse_args(argv)
     d = scenes_dir()
     if d is None:
@@ -88,7 +119,10 @@ def main(argv=None):
         if args.only and args.only not in name:
             continue
         for view in args.view or VIEWS:
-            profile(name, scene, up, anchor, view, repeat=args.frames, thrust=args.thrust)
+            if args.host:
+                host_profile(name, scene, up, anchor, view, repeat=max(args.frames, 1))
+            else:
+                profile(name, scene, up, anchor, view, repeat=args.frames, thrust=args.thrust)
 
 
 if __name__ == "__main__":
