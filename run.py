@@ -31,7 +31,7 @@ from pipeline.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, BadIn
 from pipeline.layout import ARTIFACTS, PREVIEW_ANGLE, PREVIEW_TOP, JobLayout
 from pipeline.video import write_mp4
 from rasterizer import backends
-from rasterizer.cliargs import ArgumentParser, int_range, parse_size
+from rasterizer.cliargs import ArgumentParser, int_range, nonempty_path, parse_size
 from rasterizer.demo import demo_scene
 from rasterizer.errors import SceneError
 from rasterizer.preview import DEFAULT_BACKGROUND, ELEVATION_DEG, PreviewPlan, plan_previews, write_previews
@@ -488,7 +488,7 @@ def build_parser() -> ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--domain_id", help="domain the job belongs to (logged); required unless --demo")
     ap.add_argument("--job_id", help="job id (logged); required unless --demo")
-    ap.add_argument("--job_root_path", type=Path, help="the job folder (inputs and outputs)")
+    ap.add_argument("--job_root_path", type=nonempty_path, help="the job folder (inputs and outputs)")
     ap.add_argument("--log_level", default="info", type=str.upper,
                     choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level")
     ap.add_argument("--from-step", choices=STEP_NAMES, help="start here (resume an earlier job)")

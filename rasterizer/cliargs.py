@@ -15,6 +15,7 @@ import re
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from .camera import image_size_problem
 from .errors import SceneError, one_line
@@ -117,6 +118,11 @@ def nonempty(text: str) -> str:
     if not str(text).strip():
         raise argparse.ArgumentTypeError("an empty name is not a file")
     return text
+
+
+def nonempty_path(text: str) -> Path:
+    """:func:`nonempty` as a :class:`~pathlib.Path` (``Path("")`` would be the current folder)."""
+    return Path(nonempty(text))
 
 
 # --------------------------------------------------------------------------- running a command

@@ -25,11 +25,20 @@ log = logging.getLogger(__name__)
 CAPABILITIES = ["/splatter/colmap/v1"]
 
 
+class InvalidKey(ValueError):
+    """The wallet key is 64 hex digits but no secp256k1 private key (0, or not below the curve order).
+    Its message never holds the key."""
+
+
 class Wallet:
     """The node identity. ``repr`` shows the address only."""
 
     def __init__(self, privhex: str):
-        self._account = Account.from_key(privhex if privhex.startswith("0x") else "0x" + privhex)
+        try:
+            self._account = Account.from_key(privhex if privhex.startswith("0x") else "0x" + privhex)
+        except Exception:   # noqa: BLE001 -- eth_keys' messages (and their tracebacks) print the key itself
+            raise InvalidKey("SECP256K1_PRIVHEX is not a valid secp256k1 private key (it must lie in "
+                             "1 .. n-1, n the curve order)") from None
         self.address: str = self._account.address
 
     def sign(self, message: str) -> str:

@@ -16,10 +16,10 @@ from dotenv import load_dotenv
 from pipeline import logsafe
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, one_line
 from pipeline.layout import SPLAT, JobLayout
-from rasterizer.cliargs import ArgumentParser, print_error
+from rasterizer.cliargs import ArgumentParser, nonempty_path, print_error
 
 from . import __version__
-from .config import Config, ConfigError
+from .config import Config, ConfigError, log_level
 from .pyproc import ChildCancelled, child_env, run_python
 from .redact import SECRETS
 from .splatter import pipeline_command, planned_artifacts
@@ -36,7 +36,7 @@ def fail(message: str, status: int = EXIT_BAD_INPUT) -> int:
 
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Every record one line on stderr (text or JSON), control characters escaped, known secrets scrubbed."""
-    logsafe.configure(getattr(logging, level, logging.INFO), json_lines=fmt == "json", scrub=SECRETS.scrub)
+    logsafe.configure(logging.getLevelName(level), json_lines=fmt == "json", scrub=SECRETS.scrub)
     for noisy in ("httpx", "httpcore"):  # one line per event: our own logs already name each call that matters
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -45,14 +45,15 @@ def _parser() -> ArgumentParser:
     # the step names are run.py's; run.py itself reports a wrong one (one line, exit 2)
     p = ArgumentParser(prog=PROG, description="posemesh splatter compute node")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    p.add_argument("--env-file", type=Path, default=None,
+    p.add_argument("--env-file", type=nonempty_path, default=None,
                    help="dotenv file to load (default: ./.env when present); real env variables win")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="sign in, lease /splatter/colmap/v1 tasks and run them")
     s.add_argument("--once", action="store_true", help="handle at most one task, then exit")
     r = sub.add_parser("run-local", help="run run.py on an existing job root and list the artifacts (no network)")
-    r.add_argument("--job-root", type=Path, required=True)
-    r.add_argument("--run-py", type=Path, default=None, help="pipeline script (default: $SPLATTER_RUN_PY or ./run.py)")
+    r.add_argument("--job-root", type=nonempty_path, required=True)
+    r.add_argument("--run-py", type=nonempty_path, default=None,
+                   help="pipeline script (default: $SPLATTER_RUN_PY or ./run.py)")
     r.add_argument("--from-step", metavar="STEP", help="first step of run.py to run (python3 run.py --steps)")
     r.add_argument("--to-step", metavar="STEP", help="last step of run.py to run")
     r.add_argument("--suffix", default=None, help="refined manifest suffix for the artifact names, e.g. _2024-...")
@@ -65,9 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     env_file = args.env_file
     if env_file is not None and not env_file.is_file():
         return fail(f"--env-file {env_file} not found")
-    load_dotenv(env_file or Path(".env"), override=False)
+    try:
+        load_dotenv(env_file or Path(".env"), override=False)
+    except (OSError, UnicodeDecodeError) as exc:
+        return fail(f"{env_file or Path('.env')}: cannot read it as a dotenv file ({type(exc).__name__})")
     if args.command == "run-local":
-        return _run_local(args)
+        try:
+            level = log_level(os.environ.get("LOG_LEVEL"))
+        except ConfigError as exc:
+            return fail(str(exc))
+        return _run_local(args, level)
     try:
         cfg = Config.from_env()
     except ConfigError as exc:
@@ -75,10 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     if not cfg.run_py.is_file():
         return fail(f"pipeline script {cfg.run_py} not found (set SPLATTER_RUN_PY)")
     setup_logging(cfg.log_level, cfg.log_format)
+    from .auth import InvalidKey
     from .node import Node  # imported late: eth_account is only needed by the node
 
     try:
         node = Node(cfg)
+    except InvalidKey as exc:
+        return fail(str(exc))
     except OSError as exc:
         return fail(f"cannot start node: {one_line(exc)}")
     try:
@@ -87,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"cannot serve: {one_line(exc)}")
 
 
-def _run_local(args) -> int:
-    setup_logging(os.environ.get("LOG_LEVEL", "INFO").upper(), "text")
+def _run_local(args, level: str) -> int:
+    setup_logging(level, "text")
     job_root: Path = args.job_root
     if not job_root.is_dir():
         return fail(f"--job-root {job_root} is not a directory")

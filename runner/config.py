@@ -118,13 +118,24 @@ class Config:
             python=e.get("SPLATTER_PYTHON") or sys.executable,
             health_port=reader.int("HEALTH_PORT", 8080, 0, 65535),
             log_format=log_format,
-            log_level=(e.get("LOG_LEVEL") or "INFO").upper(),
+            log_level=log_level(e.get("LOG_LEVEL")),
             retry=RetryPolicy(
                 attempts=reader.int("HTTP_RETRY_ATTEMPTS", 5, 1, 100),
                 base_s=reader.int("HTTP_RETRY_BASE_MS", 500, 0, 600_000) / 1000.0,
                 max_s=reader.int("HTTP_RETRY_MAX_MS", 10_000, 0, 3_600_000) / 1000.0,
             ),
         )
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(raw: str | None) -> str:
+    """``$LOG_LEVEL`` (any case; unset or empty: INFO) as one of :data:`LOG_LEVELS`."""
+    level = (raw or "").strip().upper() or "INFO"
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level[:40]!r}")
+    return level
 
 
 class _Reader:

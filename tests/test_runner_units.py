@@ -146,6 +146,8 @@ def test_config_defaults():
     ({**BASE_ENV, "POLL_BACKOFF_MS_MIN": "50", "POLL_BACKOFF_MS_MAX": "10"}, "POLL_BACKOFF_MS_MAX"),
     ({**BASE_ENV, "HEALTH_PORT": "70000"}, "HEALTH_PORT"),
     ({**BASE_ENV, "DMS_BASE_URL": "ftp://x"}, "DMS_BASE_URL"),
+    ({**BASE_ENV, "LOG_LEVEL": "BASIC_FORMAT"}, "LOG_LEVEL must be one of"),
+    ({**BASE_ENV, "LOG_LEVEL": "bogus"}, "LOG_LEVEL must be one of"),
 ])
 def test_config_errors(env, fragment):
     with pytest.raises(ConfigError, match=fragment):
@@ -166,6 +168,31 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path):
     assert "topsecret" not in r.stderr and PRIVHEX not in r.stderr
     r = _cli(["serve"], {"SECP256K1_PRIVHEX": PRIVHEX}, tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "REG_SECRET" in r.stderr
+
+
+@pytest.mark.parametrize("key", ["ff" * 32, "00" * 32,
+                                 "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141"])  # 2^256-1, 0, n
+def test_a_key_outside_the_curve_is_one_line_and_never_printed(tmp_path, key):
+    """64 hex digits, but no secp256k1 private key: eth_keys' own messages print it (hex or decimal)."""
+    r = _cli(["serve", "--once"], {"SECP256K1_PRIVHEX": key, "REG_SECRET": "topsecret", "HEALTH_PORT": "0"},
+             tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == ["error: SECP256K1_PRIVHEX is not a valid secp256k1 private key "
+                                             "(it must lie in 1 .. n-1, n the curve order)"]
+    assert key.lower() not in (r.stdout + r.stderr).lower() and str(int(key, 16)) not in r.stderr
+
+
+def test_unreadable_config_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "bin.env").write_bytes(bytes(range(128, 256)) * 2)
+    r = _cli(["--env-file", str(tmp_path / "bin.env"), "serve"], {}, tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'bin.env'}: cannot read it as a dotenv file (UnicodeDecodeError)"]
+    r = _cli(["run-local", "--job-root", str(tmp_path)], {"LOG_LEVEL": "BASIC_FORMAT"}, tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "error: LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'BASIC_FORMAT'"]
+    r = _cli(["run-local", "--job-root", ""], {}, tmp_path)      # "" is not "the current folder"
+    assert r.returncode == 2 and "--job-root: an empty name is not a file" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_dotenv_file_is_read_and_env_wins(tmp_path):
