@@ -185,7 +185,10 @@ def step_rotate(job: Job) -> None:
         scene = load_scene(L.splat_ply)
     except SceneError as e:
         raise BadInput(str(e)) from None
-    rotated = transform_scene(scene, to_domain)
+    try:
+        rotated = transform_scene(scene, to_domain)
+    except ValueError as e:
+        raise BadInput(f"{L.transforms}: {e}") from None
     save_ply(rotated, L.splat_rot_ply)
     log.info("rotate: wrote %s (%d Gaussians, SH degree %d, normals %s)", L.splat_rot_ply, len(rotated),
              rotated.sh_degree, "rotated" if rotated.normals is not None else "absent")

@@ -162,10 +162,18 @@ def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def transform_scene(scene: Scene, sim: Similarity) -> Scene:
-    """The scene moved by ``sim`` (see the module docstring); raw values stay raw."""
+    """The scene moved by ``sim`` (see the module docstring); raw values stay raw.
+
+    Raises ``ValueError`` when ``sim`` takes a finite position or scale beyond float32's range (a
+    translation of 1e300, say): the moved scene could not be stored."""
     r = sim.rotation
-    means = sim.apply(scene.means).astype(np.float32)
-    scales = (scene.scales.astype(np.float64) + np.log(sim.scale)).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        means = sim.apply(scene.means).astype(np.float32)
+        scales = (scene.scales.astype(np.float64) + np.log(sim.scale)).astype(np.float32)
+    lost = int(np.count_nonzero(~np.isfinite(means).all(1) | ~np.isfinite(scales).all(1)))
+    if lost:
+        raise ValueError(f"the transform moves {lost} of {len(scene)} Gaussians beyond float32's range "
+                         f"(scale {sim.scale:.3g}, translation {np.abs(sim.translation).max():.3g})")
     quats = quat_multiply(matrix_to_quat(r), scene.quats.astype(np.float64)).astype(np.float32)
     normals = None if scene.normals is None else (scene.normals.astype(np.float64) @ r.T).astype(np.float32)
     sh = rotate_sh(scene.sh, r)

@@ -329,6 +329,23 @@ def test_rotate_rejects_a_reflection(tmp_path, demo_ply):
     assert not (root / "refined/splatter/splat_rot.ply").exists()
 
 
+def test_rotate_rejects_a_transform_beyond_float32(tmp_path, demo_ply):
+    """A finite applied_transform whose translation no float32 can hold: no splat_rot.ply of infinities
+    (and no .splat made of it), exit 2 naming transforms.json."""
+    root = tmp_path / "job"
+    (root / "refined/nerfstudio-data").mkdir(parents=True)
+    (root / "refined/nerfstudio-data/transforms.json").write_text(
+        json.dumps({"applied_transform": [[1, 0, 0, 1e300], [0, 1, 0, 0], [0, 0, 1, 0]]}))
+    (root / "refined/splatter").mkdir(parents=True)
+    (root / "refined/splatter/splat.ply").write_bytes(demo_ply.read_bytes())
+    p = run_job(root, *IDS, "--from-step", "rotate", env=job_env(tmp_path))
+    assert p.returncode == 2, log_of(p)
+    assert "step rotate failed" in p.stderr and "transforms.json: the transform moves" in p.stderr
+    assert "RuntimeWarning" not in log_of(p) and "Traceback" not in log_of(p)
+    assert not (root / "refined/splatter/splat_rot.ply").exists()
+    assert not (root / "refined/splatter/splat_rot.splat").exists()
+
+
 def test_unreadable_splat_ply_fails_rotate_with_one_line(tmp_path):
     root = tmp_path / "job"
     (root / "refined/splatter").mkdir(parents=True)
