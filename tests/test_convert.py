@@ -156,3 +156,22 @@ def test_truncated_body_is_a_scene_error(tmp_path, demo):
     with pytest.raises(SceneError):
         convert(ply, tmp_path / "out.splat")
     assert not (tmp_path / "out.splat").exists()
+
+
+def test_a_ply_with_no_usable_gaussian_is_refused(tmp_path):
+    """Rows with a NaN or a zero quaternion are kept as ply2splat keeps them (the edge cases above), but a
+    PLY made only of such rows is refused, as every other reader of ours refuses it: no .splat of NaNs."""
+    rng = np.random.default_rng(1)
+    cols = {k: rng.normal(size=300).astype(np.float32) for k in NEEDED}
+    cols["x"][:150] = np.nan
+    for k in ("rot_0", "rot_1", "rot_2", "rot_3"):
+        cols[k][150:] = 0.0
+    ply = write_ply(tmp_path / "unusable.ply", cols)
+    with pytest.raises(SceneError, match="every Gaussian has non-finite values or a zero quaternion"):
+        convert(ply, tmp_path / "out.splat")
+    assert not (tmp_path / "out.splat").exists()
+    cols["x"][0] = 0.5                  # one usable row: converted, all 300 records
+    for k in ("rot_0", "rot_1", "rot_2", "rot_3"):
+        cols[k][0] = 0.5
+    ply = write_ply(tmp_path / "one.ply", cols)
+    assert convert(ply, tmp_path / "one.splat").count == 300
