@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .camera import Camera
+from .camera import MAX_PIXELS, Camera
 from .errors import SceneError, one_line
 from .imageio import save_image
 from .layout import MIN_OPACITY, Layout, analyse_layout, sigma_along
@@ -411,6 +411,20 @@ def _scaled(cam: Camera, k: float) -> Camera:
 
 # --------------------------------------------------------------------------- images
 
+def max_aa(width: int, height: int) -> int:
+    """The largest anti-aliasing factor (1..4) whose render, ``aa`` times the size, stays within the
+    renderer's pixel budget (:data:`rasterizer.camera.MAX_PIXELS`); 1 when none does."""
+    return max([a for a in range(1, 5) if width * height * a * a <= MAX_PIXELS] or [1])
+
+
+def aa_problem(width: int, height: int, aa: int) -> str | None:
+    """Why ``aa`` cannot be used at ``width`` x ``height`` (None when it can)."""
+    if aa <= max_aa(width, height):
+        return None
+    return (f"--aa {aa} at {width}x{height} renders {width * aa}x{height * aa}, more than the renderer's "
+            f"{MAX_PIXELS} pixels; use --aa {max_aa(width, height)} or a smaller --size")
+
+
 def write_previews(plan: PreviewPlan, out_dir, prepared: Prepared | None = None, backend: str = "auto",
                    background=DEFAULT_BACKGROUND, fmt: str = "jpg", quality: int = 90, views=VIEWS,
                    overlay: bool = True, aa: int | None = None, timings: dict | None = None) -> dict[str, Path]:
@@ -425,11 +439,15 @@ def write_previews(plan: PreviewPlan, out_dir, prepared: Prepared | None = None,
         prepared = Prepared(plan.scene, backend)
     elif getattr(prepared, "n", plan.count) != plan.count:
         raise ValueError(f"prepared holds {prepared.n} Gaussians, the plan's scene after the cut {plan.count}")
+    largest = max((plan.cameras[name] for name in views), key=lambda c: c.width * c.height, default=None)
+    fits = 4 if largest is None else max_aa(largest.width, largest.height)
     if aa is None:
         on_gpu = getattr(prepared, "backend", None) is not None and prepared.backend.__name__.endswith("gpu_cupy")
-        aa = AA_GPU if on_gpu else AA_CPU
+        aa = min(AA_GPU if on_gpu else AA_CPU, fits)
     if not (isinstance(aa, int) and 1 <= aa <= 4):
         raise ValueError(f"aa must be an integer 1..4, got {aa!r}")
+    if aa > fits and largest is not None:
+        raise ValueError(aa_problem(largest.width, largest.height, aa))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written, failures = {}, {}

@@ -321,3 +321,17 @@ def test_cli_info_prints_the_layout(tmp_path):
     assert lines["class"].split()[0] == "indoor"
     assert abs(float(lines["floor"].split()[0])) < 0.05 and abs(float(lines["ceiling"].split()[0]) - 2.7) < 0.1
     assert 2.0 < float(lines["auto cut"].split()[0]) < 2.7
+
+
+def test_the_default_anti_aliasing_stays_within_the_pixel_budget():
+    """The render is ``aa`` times the size: the default factor shrinks to what the budget holds, an
+    explicit one beyond it is refused before anything is rendered."""
+    from rasterizer.camera import MAX_PIXELS
+    from rasterizer.preview import aa_problem, max_aa
+    assert max_aa(1280, 720) == 4 and max_aa(4096, 4096) == 2 and max_aa(8192, 8192) == 1
+    for w, h in ((1280, 720), (3000, 2000), (8192, 8192), (5000, 3000)):
+        a = max_aa(w, h)
+        assert w * h * a * a <= MAX_PIXELS and (a == 4 or w * h * (a + 1) ** 2 > MAX_PIXELS or a == 1)
+        assert aa_problem(w, h, a) is None
+        if a < 4:
+            assert "more than the renderer's" in aa_problem(w, h, a + 1)
