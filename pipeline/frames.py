@@ -35,6 +35,8 @@ def extract(mp4: Path, frames_dir: Path, wanted: dict[int, list[str]] | None, re
     t0 = time.perf_counter()
     written = count = 0
     last = max(wanted) if wanted else math.inf
+    if not mp4.is_file():              # a FIFO or a device would block the decoder's open for ever
+        raise BadInput(f"{mp4}: not a file")
     try:
         # metadata_errors: tags that are not UTF-8 (a damaged file) must not stop the decode; we read none
         with av.open(str(mp4), metadata_errors="replace") as container:

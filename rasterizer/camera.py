@@ -239,6 +239,8 @@ def write_camera_path(cameras: list[Camera], path: str | os.PathLike, fps: float
 
 
 def _read_json(path: Path):
+    if path.exists() and not path.is_dir() and not path.is_file():    # a FIFO or a device: open() may block
+        raise SceneError(f"{path}: not a file")
     try:
         with open(path, "rb") as f:
             raw = f.read(CAMERA_PATH_MAX_BYTES + 1)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -201,6 +202,14 @@ def test_bad_camera_paths(tmp_path, mutate, expect):
     with pytest.raises(SceneError, match=expect) as e:
         load_camera_path(_path(tmp_path, doc))
     assert "\n" not in str(e.value) and str(tmp_path / "cams.json") in str(e.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this platform")
+def test_a_named_pipe_is_not_a_camera_path(tmp_path):
+    """open() on a FIFO blocks until a writer comes: refused before it is opened."""
+    os.mkfifo(tmp_path / "cams.json")
+    with pytest.raises(SceneError, match=r"cams\.json: not a file"):
+        load_camera_path(tmp_path / "cams.json")
 
 
 def test_non_finite_json_literals_and_bad_ortho_paths(tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -206,6 +207,17 @@ def test_extract_errors_name_the_step_and_the_problem(tmp_path, recordings, name
     assert err.count("\n") == 0 and "step extract failed" in err and needle in err, err
     assert "Traceback" not in log_of(p)
     assert not (root / "refined" / "splatter").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this platform")
+def test_a_recording_that_is_a_named_pipe_is_refused_not_waited_on(tmp_path):
+    """The decoder's open blocks for ever on a FIFO (nothing ever writes to it)."""
+    root = tmp_path / "job"
+    (root / "datasets" / "s1").mkdir(parents=True)
+    os.mkfifo(root / "datasets" / "s1" / "Frames.mp4")
+    p = run_job(root, *IDS, "--to-step", "extract", env=job_env(tmp_path), timeout=60)
+    assert p.returncode == 2, log_of(p)
+    assert "step extract failed" in p.stderr and "Frames.mp4: not a file" in p.stderr
 
 
 def test_a_recording_with_a_non_utf8_tag_still_decodes(tmp_path):
