@@ -15,6 +15,9 @@ of that box and :data:`HEIGHT_BINS` bins over its height, so the analysis does n
    lies in; a wall seen edge-on, a floater or the air does not. Per cell, the *levels* are the runs
    of height bins whose coverage, summed over :data:`BAND` bins, is at least :data:`DENSE`. Cells
    are at least :data:`CELL_SIGMAS` typical Gaussians wide, so that a surface covers all of its cells.
+   A cell is *occupied* when it has a level and holds at least :data:`CELL_MIN_GAUSSIANS` analysed
+   Gaussians: one big Gaussian alone covering a cell (the world outside seen through a window, a
+   shell of sky) is not a surface, and thousands of those would make the floor a minority.
 2. **Content.** A Gaussian is content (not a floater) when it is not alone in its voxel and at
    least :data:`CONTENT_MIN_COUNT` opaque Gaussians, and at least :data:`CONTENT_MIN_SHARE` of the
    median such count, lie in its voxel and the 26 around it (voxels grouped 2 or 4 to a side where
@@ -81,6 +84,7 @@ CEILING_MIN_SHARE = 0.2
 CEILING_LAYER_SHARE = 0.05
 CEILING_MAX_THICKNESS = 0.25
 CUT_MARGIN = 0.02            # the automatic cut lies this share of the room height below the ceiling's underside
+CELL_MIN_GAUSSIANS = 3      # analysed Gaussians an occupied cell holds at least
 CONTENT_TYPICAL = 27
 CONTENT_MIN_COUNT = 4
 CONTENT_MIN_SHARE = 0.02
@@ -126,7 +130,8 @@ class Layout:
         ceiling = ("no ceiling" if self.ceiling is None else
                    f"ceiling {self.ceiling:.2f} ({self.ceiling_share:.0%} of the footprint, underside "
                    f"{self.ceiling_underside:.2f})")
-        return f"{self.kind} ({KINDS[self.kind]}): {floor}, {ceiling}"
+        kind = "a ceiling, no floor found" if self.kind == INDOOR and self.floor is None else KINDS[self.kind]
+        return f"{self.kind} ({kind}): {floor}, {ceiling}"
 
 
 def horizontal_axes(up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -226,7 +231,8 @@ def _analyse_layout(scene: Scene, up) -> Layout:
 
     # coverage seen from above, per voxel (the cells that hold any Gaussian x height bins)
     cell_of = ijk[:, 0] * nz + ijk[:, 1]
-    used = np.flatnonzero(np.bincount(cell_of, minlength=nx * nz))
+    per_cell = np.bincount(cell_of, minlength=nx * nz)
+    used = np.flatnonzero(per_cell)
     row = np.empty(nx * nz, np.int64)
     row[used] = np.arange(len(used))
     weight = o * np.fmin(area, f32(cell * cell)) / f32(cell * cell)   # fmin: an inf * 0 area covers the cell
@@ -236,7 +242,9 @@ def _analyse_layout(scene: Scene, up) -> Layout:
     band[:, 1:] += cover[:, :-1]
     band[:, :-1] += cover[:, 1:]
     dense = band >= DENSE
-    occupied = dense.any(1)
+    # a cell one or two big Gaussians cover alone (background blobs seen through a window, a shell of
+    # sky) is not a surface: it would dilute the floor's share of the occupied cells
+    occupied = dense.any(1) & (per_cell[used] >= CELL_MIN_GAUSSIANS)
     occ, dense, cover = used[occupied], dense[occupied], cover[occupied]
     n_occ = len(occ)
     heights = origin[2] + (np.arange(nh) + 0.5) * hbin

@@ -139,6 +139,32 @@ def test_floaters_do_not_move_the_floor_or_the_ceiling(demo):
     assert np.isin(np.arange(len(demo), len(noisy)), b.content).mean() < 0.05
 
 
+def _with(scene: Scene, extra: Scene) -> Scene:
+    """``scene`` and ``extra`` in one, ``extra``'s SH padded with zeros to ``scene``'s degree."""
+    sh = np.zeros((len(extra), scene.sh.shape[1], 3), np.float32)
+    sh[:, :extra.sh.shape[1]] = extra.sh
+    return Scene(*(np.concatenate([getattr(scene, k), getattr(extra, k)]) for k in ("means", "scales", "quats",
+                                                                                  "opacities")),
+                 np.concatenate([scene.sh, sh]))
+
+
+@pytest.mark.parametrize("where", ["window", "shell"])
+def test_background_outside_the_room_keeps_it_a_room(demo, where):
+    """What a trainer leaves of the world outside an indoor capture: big round Gaussians behind a wall
+    (the garden seen through a window) or all around (sky). Few, but each alone covers a grid cell,
+    and thousands of such cells made the floor a minority of the footprint: the room lost its cut."""
+    b = rooms.Builder(5)
+    if where == "window":       # 2000 blobs of sigma 0.3 m, 6-20 m behind the back wall (4 % of the scene)
+        b.blobs(b.rng.uniform([-12, -1, -22], [12, 8, -8], (2000, 3)), (0.4, 0.6, 0.3), 0.3, 0.7)
+    else:                       # 3000 blobs of sigma 0.6 m on a shell 15-25 m away
+        v = b.rng.normal(size=(3000, 3))
+        v *= b.rng.uniform(15, 25, (3000, 1)) / np.linalg.norm(v, axis=1, keepdims=True)
+        b.blobs(v + [0, 1.3, 0], (0.6, 0.65, 0.7), 0.6, 0.8)
+    lay = analyse_layout(_with(demo, b.scene()), Y)
+    assert_room(lay, ceiling=CEILING)
+    assert CABINET_TOP + 0.1 < lay.auto_cut
+
+
 @pytest.mark.parametrize("name", list(REAL_SCENES))
 def test_real_scenes_are_not_cut(name):
     """The real scenes are objects or open ground: none of them is indoor."""
