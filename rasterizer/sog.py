@@ -562,9 +562,15 @@ def _numbers(path: Path, what: str, value, length: int) -> np.ndarray:
     return arr
 
 
-def _image(path: Path, members: _Members, name: str) -> np.ndarray:
-    """A member image as (H, W, 4) uint8."""
-    data = members.read(name)
+def _member_limit(pixels: int) -> int:
+    """The most bytes an image member of about ``pixels`` pixels may hold before it is read: twice raw
+    RGBA (WebP is smaller), 1 GiB at most; a ZIP member that inflates beyond it (a zip bomb) is refused."""
+    return min(8 * (pixels + 65536), 1 << 30)
+
+
+def _image(path: Path, members: _Members, name: str, pixels: int) -> np.ndarray:
+    """A member image as (H, W, 4) uint8; ``pixels``: about how many it should have (its size bound)."""
+    data = members.read(name, limit=_member_limit(pixels))
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
@@ -589,7 +595,7 @@ def _decode(path: Path, meta: dict, members: _Members) -> Scene:
     imgs = {}
     shape = None
     for name in names:
-        img = _image(path, members, name)
+        img = _image(path, members, name, n)
         if shape is None:
             shape = img.shape
             if shape[0] * shape[1] < n:
@@ -634,8 +640,8 @@ def _decode(path: Path, meta: dict, members: _Members) -> Scene:
         if len(bad):
             raise SceneError(f"{path}: {names[5]}: label {labels[bad[0]]} at Gaussian {bad[0]} is outside "
                              f"the palette of {shn['count']}")
-        cen = _image(path, members, shn["files"][0])
         rows = -(-shn["count"] // PALETTE_ROW)
+        cen = _image(path, members, shn["files"][0], rows * PALETTE_ROW * coeffs)
         if cen.shape[1] != PALETTE_ROW * coeffs or cen.shape[0] < rows:
             raise SceneError(f"{path}: {shn['files'][0]} is {cen.shape[1]}x{cen.shape[0]}; a palette of "
                              f"{shn['count']} with {degree} bands needs {PALETTE_ROW * coeffs}x{rows}")

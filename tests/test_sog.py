@@ -541,6 +541,22 @@ def test_truncated_bundle_and_missing_folder_file(small_sog, tmp_path):
         load_scene(folder / "meta.json")
 
 
+def test_a_member_that_inflates_beyond_its_image_is_refused_unread(small_sog, tmp_path):
+    """A zip bomb: means_l.webp replaced by 64 MiB of zeros that deflate to a few kB. Refused from the
+    member's declared size, before anything is inflated."""
+    import zipfile
+    bomb = tmp_path / "bomb.sog"
+    with zipfile.ZipFile(small_sog[0]) as src, zipfile.ZipFile(bomb, "w") as dst:
+        for info in src.infolist():
+            if info.filename == "means_l.webp":
+                dst.writestr(info.filename, bytes(64 << 20), compress_type=zipfile.ZIP_DEFLATED)
+            else:
+                dst.writestr(info, src.read(info))
+    assert bomb.stat().st_size < 2 * small_sog[0].stat().st_size + (1 << 20)
+    with pytest.raises(SceneError, match=r"means_l\.webp is 67108864 bytes, more than"):
+        load_scene(bomb)
+
+
 # --------------------------------------------------------------------------- the CLI
 
 def test_cli_convert_every_format(tmp_path):
