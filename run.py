@@ -202,9 +202,11 @@ def domain_transform(L: JobLayout):
     if tj.is_file():
         try:
             doc = json.loads(tj.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise BadInput(f"{tj}: not readable JSON ({one_line(e)})") from None
-        applied = doc.get("applied_transform") if isinstance(doc, dict) else None
+        if not isinstance(doc, dict):
+            raise BadInput(f"{tj}: a JSON object was expected, got {type(doc).__name__}")
+        applied = doc.get("applied_transform")
     try:
         if applied is None:
             log.warning("rotate: %s %s; using nerfstudio's fixed COLMAP→nerfstudio axis swap %s",
@@ -224,7 +226,7 @@ def domain_transform(L: JobLayout):
                 forward = dataparser.compose(forward)
     except SceneError as e:
         raise BadInput(str(e)) from None
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError, RecursionError) as e:
         raise BadInput(f"{dp}: unreadable ({one_line(e)})") from None
     inverse = forward.inverse()
     log.info("rotate: nerfstudio → domain: rotation %s, scale %.6g, translation %s",

@@ -341,6 +341,23 @@ def test_rotate_rejects_a_reflection(tmp_path, demo_ply):
     assert not (root / "refined/splatter/splat_rot.ply").exists()
 
 
+@pytest.mark.parametrize("text, needle", [
+    ("[" * 100_000, "not readable JSON"),            # nested past Python's recursion limit
+    ("[1, 2]", "a JSON object was expected, got list"),
+    ("{\"applied_transform\": [[1, 0, 0, 0], [0, 1, 0, 0", "not readable JSON"),
+])
+def test_rotate_refuses_an_unusable_transforms_json(tmp_path, demo_ply, text, needle):
+    root = tmp_path / "job"
+    (root / "refined/nerfstudio-data").mkdir(parents=True)
+    (root / "refined/nerfstudio-data/transforms.json").write_text(text)
+    (root / "refined/splatter").mkdir(parents=True)
+    (root / "refined/splatter/splat.ply").write_bytes(demo_ply.read_bytes())
+    p = run_job(root, *IDS, "--from-step", "rotate", env=job_env(tmp_path))
+    assert p.returncode == 2, log_of(p)
+    assert "step rotate failed" in p.stderr and f"transforms.json: {needle}" in p.stderr
+    assert "Traceback" not in log_of(p)
+
+
 def test_rotate_rejects_a_transform_beyond_float32(tmp_path, demo_ply):
     """A finite applied_transform whose translation no float32 can hold: no splat_rot.ply of infinities
     (and no .splat made of it), exit 2 naming transforms.json."""
