@@ -407,6 +407,10 @@ def check_inputs(job: Job, step: Step) -> None:
             raise BadInput(f"{path} not found" + (f" (run the {producer} step first)" if producer else ""))
 
 
+def _input_missing(job: Job, step: Step) -> bool:
+    return any(not getattr(job.layout, attr).exists() for attr in step.inputs)
+
+
 def remove_stale(job: Job, step: Step) -> None:
     """Delete the step's outputs from an earlier attempt (and temp files a killed attempt left behind)."""
     for attr in step.outputs:
@@ -449,7 +453,8 @@ def run_pipeline(job: Job, steps: list[Step]) -> int:
             if not step.best_effort:
                 check_outputs(job, step)
         except Exception as e:
-            if step.best_effort:
+            # a missing input of the first step is the caller's bad input, best effort or not
+            if step.best_effort and not (i == 1 and _input_missing(job, step)):
                 log.warning("step %s failed (best effort, the job goes on): %s", step.name, one_line(e))
                 continue
             log.debug("traceback", exc_info=True)

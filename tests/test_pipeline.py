@@ -358,6 +358,17 @@ def test_rotate_refuses_an_unusable_transforms_json(tmp_path, demo_ply, text, ne
     assert "Traceback" not in log_of(p)
 
 
+@pytest.mark.parametrize("first", ["sog", "previews", "video"])
+def test_a_best_effort_first_step_without_its_input_is_bad_input(tmp_path, first):
+    """pipeline.md: a missing input of the first step is exit 2, also for the best-effort steps (which
+    only warn when an earlier step of the same run left them nothing)."""
+    root = tmp_path / "job"
+    root.mkdir()
+    p = run_job(root, *IDS, "--from-step", first, env=job_env(tmp_path))
+    assert p.returncode == 2, log_of(p)
+    assert f"step {first} failed" in p.stderr and "splat_rot.ply not found (run the rotate step first)" in p.stderr
+
+
 def test_rotate_rejects_a_transform_beyond_float32(tmp_path, demo_ply):
     """A finite applied_transform whose translation no float32 can hold: no splat_rot.ply of infinities
     (and no .splat made of it), exit 2 naming transforms.json."""
