@@ -143,6 +143,10 @@ class StagedFolder:
                 shutil.rmtree(old, ignore_errors=True)
         else:
             self.out.mkdir(exist_ok=True)
+            # a folder where a file goes would stop the moves half way: refused before any move
+            blocked = [self.out / name for name in names if (self.out / name).is_dir()]
+            if blocked:
+                raise SceneError(f"{blocked[0]}: is a folder; the output file cannot replace it")
             for name in names:
                 os.replace(self.path / name, self.out / name)
             os.rmdir(self.path)

@@ -77,6 +77,17 @@ def test_render_replaces_an_earlier_set_only_when_asked(tmp_path, donut_cams):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "one.json"]
 
 
+def test_preview_moves_nothing_when_one_output_cannot_be_placed(tmp_path):
+    """A folder named like one output: refused as a whole (no preview_angle.jpg left beside it)."""
+    (tmp_path / "pv" / "preview_top.jpg").mkdir(parents=True)
+    r = run("preview", "--out", tmp_path / "pv", "--size", "160x90", "--backend", "cpu")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (f"error: {tmp_path / 'pv' / 'preview_top.jpg'}: is a folder; "
+                                                 "the output file cannot replace it")
+    assert sorted(p.name for p in (tmp_path / "pv").iterdir()) == ["preview_top.jpg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pv"]           # no temp folder left
+
+
 def test_preview_without_scene_renders_the_demo(tmp_path):
     r = run("preview", "--out", tmp_path / "pv", "--size", "320x180", "--backend", "cpu")
     assert r.returncode == 0, r.stderr
