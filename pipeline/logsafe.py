@@ -11,33 +11,12 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
 
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
-_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"})
-
-Scrub = Callable[[str], str]
-
-
-def escape_controls(text: str) -> str:
-    """Control characters (C0, DEL, C1, Unicode line/paragraph separators) as ``repr``-style escapes."""
-    return text.translate(_ESCAPES)
+from rasterizer.cliargs import TEXT_FORMAT, LineFormatter, Scrub, escape_controls  # noqa: F401 (re-exported)
 
 
 def _same(text: str) -> str:
     return text
-
-
-class LineFormatter(logging.Formatter):
-    """``TEXT_FORMAT``, scrubbed, with control characters escaped: one line per record."""
-
-    def __init__(self, scrub: Scrub | None = None):
-        super().__init__(TEXT_FORMAT)
-        self.scrub = scrub or _same
-
-    def format(self, record: logging.LogRecord) -> str:
-        return escape_controls(self.scrub(super().format(record)))
 
 
 class JsonFormatter(logging.Formatter):

@@ -15,6 +15,7 @@ import re
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from .camera import image_size_problem
@@ -139,13 +140,39 @@ class _Stderr(logging.StreamHandler):
         pass
 
 
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+Scrub = Callable[[str], str]
+
+
+def escape_controls(text: str) -> str:
+    """Control characters (C0, DEL, C1, Unicode line/paragraph separators) as ``repr``-style escapes."""
+    return text.translate(_ESCAPES)
+
+
+class LineFormatter(logging.Formatter):
+    """``TEXT_FORMAT``, passed through ``scrub`` (the node's secret redactor; none here), with control
+    characters escaped: one line per record, whatever a file name or a server put in it."""
+
+    def __init__(self, scrub: Scrub | None = None):
+        super().__init__(TEXT_FORMAT)
+        self.scrub = scrub
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return escape_controls(self.scrub(text) if self.scrub else text)
+
+
 def setup_logging(verbose: bool = False) -> None:
-    """One line per event on stderr: ``time LEVEL logger: message`` (DEBUG with ``verbose``)."""
+    """One line per event on stderr: ``time LEVEL logger: message`` (DEBUG with ``verbose``), control
+    characters escaped (:class:`LineFormatter`)."""
     root = logging.getLogger()
     for h in [h for h in root.handlers if isinstance(h, _Stderr)]:
         root.removeHandler(h)
     handler = _Stderr()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(LineFormatter())
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 

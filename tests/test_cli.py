@@ -15,6 +15,7 @@ from conftest import REPO, scene_path
 from PIL import Image
 
 from rasterizer.camera import write_camera_path
+from rasterizer.scene import save_ply
 
 
 def run(*args, cwd=REPO, env=None, timeout=300):
@@ -75,6 +76,17 @@ def test_render_replaces_an_earlier_set_only_when_asked(tmp_path, donut_cams):
     r = run("render", scene, "--camera-path", one, "--out", out, "--backend", "cpu", "--overwrite")
     assert_one_line_error(r, needle="replaces rendered frames only, and the folder also holds 'notes.txt'")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "one.json"]
+
+
+def test_control_characters_in_file_names_are_escaped_in_the_log(tmp_path, demo):
+    """A newline or an ESC in a name would forge a log line or drive the terminal: escaped, as run.py and
+    the node escape theirs (one formatter for all three)."""
+    src = save_ply(demo, tmp_path / "evil\n\x1b[31mname.ply")
+    r = run("convert", src, tmp_path / "out\nx.splat")
+    assert r.returncode == 0, r.stderr
+    log = [line for line in r.stderr.splitlines() if " INFO " in line or " WARNING " in line]
+    assert any("out\\nx.splat" in line for line in log), r.stderr
+    assert "\x1b" not in r.stderr and all(line[:4].isdigit() for line in r.stderr.splitlines()), r.stderr
 
 
 def test_preview_moves_nothing_when_one_output_cannot_be_placed(tmp_path):
