@@ -226,7 +226,8 @@ def up_axis(text: str) -> str:
 def cmd_preview(args) -> int:
     out = Path(args.out)
     check_out_folder(out)
-    if args.aa is not None and (problem := aa_problem(*args.size, args.aa)):
+    width, height = args.size
+    if args.aa is not None and (problem := aa_problem(width, height, args.aa)):
         raise SceneError(problem)          # before anything is loaded or allocated
     t0 = time.perf_counter()
     with warming(args.backend) as warm:   # a GPU comes up (and takes the scene) while the views are planned
