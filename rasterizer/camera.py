@@ -334,6 +334,14 @@ def _camera(path: Path, i: int, e, model: str, width: int, height: int, unknown:
         w2c = opengl_c2w_to_world_to_camera(c2w)
     if not np.isfinite(w2c).all():
         raise SceneError(f"{path}: {where}.camera_to_world cannot be inverted to finite numbers")
+    with np.errstate(over="ignore"):
+        if not np.isfinite(w2c.astype(np.float32)).all():
+            raise SceneError(f"{path}: {where}.camera_to_world holds values beyond float32, which the "
+                             "renderer works in")
+    rot = c2w[:3, :3]
+    if not np.allclose(rot.T @ rot, np.eye(3), atol=1e-3):
+        raise SceneError(f"{path}: {where}.camera_to_world is not rigid (its 3x3 part scales or shears); "
+                         "a camera's position and view direction need a rotation")
     if model == PINHOLE and not 0.0 < value < 180.0:
         raise SceneError(f"{path}: {where}.fov must be in (0, 180) degrees, got {value:g}")
     if model == ORTHO and not value > 0.0:
@@ -341,7 +349,8 @@ def _camera(path: Path, i: int, e, model: str, width: int, height: int, unknown:
     cam = (Camera.from_fov(w2c, value, width, height) if model == PINHOLE
            else Camera.orthographic(w2c, value, width, height))
     with np.errstate(over="ignore"):
-        usable = bool(np.isfinite(np.float32(cam.fx))) and cam.fx > 0.0   # the renderer works in float32
+        # the renderer works in float32 and squares the focal length (the projected covariance)
+        usable = bool(np.isfinite(np.float32(cam.fx) * np.float32(cam.fx))) and cam.fx > 0.0
     if not usable:
         raise SceneError(f"{path}: {where}.{key} {value:g} gives a focal length of {cam.fx:.3g} px, "
                          "beyond what the renderer can use")

@@ -56,6 +56,7 @@ from .sog import KMEANS_ITERATIONS, write_sog
 from .sog import warm_up as warm_up_sog
 from .splatfile import convert as convert_ply_to_splat
 from .splatfile import ply_to_splat_bytes
+from .stages import ALPHA_MIN
 
 log = logging.getLogger("rasterizer")
 
@@ -186,6 +187,8 @@ def cmd_render(args) -> int:
         t0 = last = time.perf_counter()
         for i, cam in enumerate(cams):
             img = prepared.render(cam, args.background)
+            if not (img.alpha > ALPHA_MIN).any():
+                log.warning("frame %d: nothing of the scene is visible from this camera", i)
             save_image(stage.path / FRAME_NAME.format(i), img.rgb, img.alpha if args.alpha else None)
             now = time.perf_counter()
             if now - last >= PROGRESS_EVERY_S or i + 1 == len(cams):

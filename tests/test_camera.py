@@ -195,6 +195,9 @@ def _c2w(j, value):
     (_c2w(3, 10 ** 400), r"camera_to_world\[3\] must be a finite number"),
     (_c2w(5, None), r"camera_to_world\[5\] must be a number, got null"),
     (_c2w(0, False), "must be a number, got a boolean"),
+    (_c2w(3, 1e300), "holds values beyond float32"),
+    (_cam("camera_to_world", (np.diag([2.0, 2.0, 2.0, 1.0])).ravel().tolist()), "is not rigid"),
+    (_cam("fov", 1e-30), "focal length"),                 # 7e33 px: finite in float32, its square is not
 ])
 def test_bad_camera_paths(tmp_path, mutate, expect):
     doc = _viewer_export(1)

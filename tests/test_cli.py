@@ -56,6 +56,8 @@ def test_render_writes_one_png_per_camera(tmp_path, donut_cams):
     assert blank[..., 3].max() == 0 and (blank[..., 2] == 255).all()   # looking away: background only
     assert "rendered 3/3 frames" in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]        # no staging folder left
+    warned = [line for line in r.stderr.splitlines() if "nothing of the scene is visible" in line]
+    assert len(warned) == 1 and "frame 2:" in warned[0]                # the empty frame is not silent
 
 
 def test_render_replaces_an_earlier_set_only_when_asked(tmp_path, donut_cams):
