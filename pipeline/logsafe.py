@@ -1,9 +1,10 @@
 """Log output that stays one event per line whatever the strings in it, and never shows a known secret.
 
 Names, error bodies and tool output come from the network or from files; a newline in one would forge a log line,
-a NUL or an ANSI escape would reach the terminal. The formatters here escape every control character of the
-finished line (``\\n``, ``\\x00``, ``\\x1b``, as ``repr`` writes them; a traceback becomes one line too) and pass
-the text through ``scrub`` first, the node's secret redactor.
+a NUL or an ANSI escape would reach the terminal. The text formatter (:class:`rasterizer.cliargs.LineFormatter`,
+the one the rasterizer CLI uses too) and the JSON one here escape every control character of the finished line
+(``\\n``, ``\\x00``, ``\\x1b``, as ``repr`` writes them; a traceback becomes one line too) and pass the text
+through ``scrub`` first, the node's secret redactor.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import logging
 import sys
 import time
 
-from rasterizer.cliargs import TEXT_FORMAT, LineFormatter, Scrub, escape_controls  # noqa: F401 (re-exported)
+from rasterizer.cliargs import LineFormatter, Scrub
 
 
 def _same(text: str) -> str:
