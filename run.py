@@ -399,16 +399,16 @@ STEPS = (
 STEP_NAMES = tuple(s.name for s in STEPS)
 
 
+class MissingInput(BadInput):
+    """A step's input file does not exist."""
+
+
 def check_inputs(job: Job, step: Step) -> None:
     for attr in step.inputs:
         path = getattr(job.layout, attr)
         if not path.exists():
             producer = next((s.name for s in STEPS if attr in s.outputs), None)
-            raise BadInput(f"{path} not found" + (f" (run the {producer} step first)" if producer else ""))
-
-
-def _input_missing(job: Job, step: Step) -> bool:
-    return any(not getattr(job.layout, attr).exists() for attr in step.inputs)
+            raise MissingInput(f"{path} not found" + (f" (run the {producer} step first)" if producer else ""))
 
 
 def remove_stale(job: Job, step: Step) -> None:
@@ -454,7 +454,7 @@ def run_pipeline(job: Job, steps: list[Step]) -> int:
                 check_outputs(job, step)
         except Exception as e:
             # a missing input of the first step is the caller's bad input, best effort or not
-            if step.best_effort and not (i == 1 and _input_missing(job, step)):
+            if step.best_effort and not (i == 1 and isinstance(e, MissingInput)):
                 log.warning("step %s failed (best effort, the job goes on): %s", step.name, one_line(e))
                 continue
             log.debug("traceback", exc_info=True)

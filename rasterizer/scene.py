@@ -351,15 +351,7 @@ class _Rows:
         """``(start, rows, ok)`` for rows just written: ``ok`` the mask of the good ones, None when all are."""
         s = slice(start, start + rows)
         checked = [self.arrays[name][s] for name in ("means", "scales", "quats", "opacities", "sh")]
-        q = self.arrays["quats"][s]
-        nonzero = np.einsum("ij,ij->i", q, q) > 0  # a zero quaternion has no rotation
-        # min and max are NaN or infinite exactly when some value is: one fast pass over each array
-        if nonzero.all() and all(np.isfinite(a.min()) and np.isfinite(a.max()) for a in checked):
-            return start, rows, None
-        ok = nonzero
-        for a in checked:
-            ok &= np.isfinite(a.reshape(len(a), -1)).all(1)
-        return start, rows, ok
+        return start, rows, usable_rows(checked, self.arrays["quats"][s])
 
     def scene(self, path: Path, checks: list) -> Scene:
         """The scene of the good rows; ``checks`` are :meth:`check`'s results of every chunk."""
@@ -378,6 +370,19 @@ class _Rows:
                 raise SceneError(f"{path}: every Gaussian has non-finite values or a zero quaternion")
         a = {name: arr[:kept] for name, arr in self.arrays.items()}
         return Scene(a["means"], a["scales"], a["quats"], a["opacities"], a["sh"], a.get("normals"), str(path))
+
+
+def usable_rows(arrays, quats: np.ndarray) -> np.ndarray | None:
+    """The mask of the rows a scene keeps: every value of ``arrays`` (row-major, one row per Gaussian)
+    finite and the quaternion (``quats``, (n, 4)) not zero; None when every row is usable."""
+    nonzero = np.einsum("ij,ij->i", quats, quats) > 0  # a zero quaternion has no rotation
+    # min and max are NaN or infinite exactly when some value is: one fast pass over each array
+    if nonzero.all() and all(np.isfinite(a.min()) and np.isfinite(a.max()) for a in arrays):
+        return None
+    ok = nonzero
+    for a in arrays:
+        ok &= np.isfinite(a.reshape(len(a), -1)).all(1)
+    return ok
 
 
 def load_splat(path: str | os.PathLike) -> Scene:

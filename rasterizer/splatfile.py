@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SceneError
-from .scene import REQUIRED, SPLAT_RECORD, atomic_write, open_vertices
+from .scene import REQUIRED, SPLAT_RECORD, atomic_write, open_vertices, usable_rows
 
 log = logging.getLogger(__name__)
 
@@ -193,16 +193,6 @@ def _records(cols: dict[str, np.ndarray], sort: bool) -> np.ndarray:
     return out
 
 
-def _unusable_rows(cols: dict[str, np.ndarray]) -> int:
-    """Rows that :func:`rasterizer.scene.load_scene` would drop: a non-finite value among the columns
-    read, or a zero quaternion."""
-    ok = np.ones(len(cols["x"]), bool)
-    for c in cols.values():
-        ok &= np.isfinite(c)
-    ok &= sum(cols[f"rot_{i}"].astype(np.float64) ** 2 for i in range(4)) > 0
-    return int(len(ok) - ok.sum())
-
-
 def convert(ply_path: str | os.PathLike, splat_path: str | os.PathLike, sort: bool = True) -> ConvertStats:
     """Convert a Gaussian PLY to ``.splat`` (atomically: temp name, then rename)."""
     t0 = time.perf_counter()
@@ -210,7 +200,9 @@ def convert(ply_path: str | os.PathLike, splat_path: str | os.PathLike, sort: bo
     t_read = time.perf_counter() - t0
     if len(cols["x"]) == 0:
         raise SceneError(f"{ply_path}: the PLY holds zero Gaussians")
-    bad = _unusable_rows(cols)
+    # the rows load_scene would drop (scene.usable_rows, the one rule)
+    ok = usable_rows(list(cols.values()), np.stack([cols[f"rot_{i}"] for i in range(4)], 1))
+    bad = 0 if ok is None else int(len(ok) - ok.sum())
     if bad == len(cols["x"]):
         raise SceneError(f"{ply_path}: every Gaussian has non-finite values or a zero quaternion")
     if bad:   # kept, as ply2splat keeps them (its bytes); load_scene drops them when the .splat is read
